@@ -1,0 +1,42 @@
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// QueryConfig is the query store and the PromQL engine.
+type QueryConfig struct {
+	// RawRetention keeps raw samples this long in the query store.
+	RawRetention Duration `yaml:"raw_retention"`
+	// RollupRetention keeps rollup series this long.
+	RollupRetention Duration `yaml:"rollup_retention"`
+	// OutOfOrderWindow accepts samples this far behind a series' newest one.
+	OutOfOrderWindow Duration `yaml:"out_of_order_window"`
+	Timeout          Duration `yaml:"timeout"`
+	MaxSamples       int      `yaml:"max_samples"`
+	MaxConcurrency   int      `yaml:"max_concurrency"`
+	LookbackDelta    Duration `yaml:"lookback_delta"`
+}
+
+func defaultQuery() QueryConfig {
+	return QueryConfig{
+		RawRetention:     Duration(24 * time.Hour),
+		RollupRetention:  Duration(30 * 24 * time.Hour),
+		OutOfOrderWindow: Duration(10 * time.Minute),
+		Timeout:          Duration(2 * time.Minute),
+		MaxSamples:       50000000,
+		MaxConcurrency:   20,
+		LookbackDelta:    Duration(5 * time.Minute),
+	}
+}
+
+func (q *QueryConfig) validate() error {
+	if q.RawRetention <= 0 || q.RollupRetention <= 0 {
+		return fmt.Errorf("query: raw_retention and rollup_retention must be positive")
+	}
+	if q.MaxConcurrency <= 0 || q.MaxSamples <= 0 || q.Timeout <= 0 {
+		return fmt.Errorf("query: timeout, max_samples and max_concurrency must be positive")
+	}
+	return nil
+}
