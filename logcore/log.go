@@ -47,6 +47,9 @@ type TopicConfig struct {
 	// TombstoneRetention is how long a tombstone (empty value) of a compacted topic is
 	// kept before compaction removes it.
 	TombstoneRetention time.Duration
+	// Compression is the codec of batch payloads written from now on; batches already
+	// written keep theirs.
+	Compression Compression
 }
 
 // Log is the seam between Vigil and its durable log: the embedded file log implements

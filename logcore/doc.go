@@ -1,0 +1,88 @@
+// Package logcore is Vigil's embedded durable partitioned log: Kafka's log layer in one
+// Go process. A Log holds topics; a topic holds a fixed number of partitions; a
+// partition is a sequence of records with dense, monotonic offsets, stored as a run of
+// segment files. The Log, Topic and OffsetStore interfaces in log.go are the seam: the
+// file log (FileLog) implements them, and a JetStream-backed log can too.
+//
+// # Directory layout
+//
+//	<dir>/LOCK                                 flock'd while a process has the log open
+//	<dir>/<topic>/topic.json                   TopicConfig, written atomically
+//	<dir>/<topic>/<partition>/<base>.log       segment: header, then record batches
+//	<dir>/<topic>/<partition>/<base>.index     sparse offset index of that segment
+//	<dir>/<topic>/<partition>/<base>.timeindex sparse time index of that segment
+//	<dir>/__consumer_offsets/...               the internal compacted topic of group offsets
+//
+// <base> is the offset of the segment's first record, printed as %020d, so that
+// names sort like offsets. The last segment of a partition is the active one; only it
+// is written. A segment rolls (is closed and a new one started) when the next batch
+// would make it larger than TopicConfig.SegmentBytes, or when it is older than
+// TopicConfig.SegmentAge. A roll syncs the old segment and its indexes, creates the new
+// file with its header, syncs it and then syncs the directory.
+//
+// # Segment file (part of the on-disk format; all integers little endian)
+//
+//	 0       4         5       6          8              16             24
+//	+--------+---------+-------+----------+--------------+--------------+
+//	| magic  | version | flags | reserved | base offset  | created (ms) |
+//	| "VGLS" |    1    |   0   |    0     |    int64     |    int64     |
+//	+--------+---------+-------+----------+--------------+--------------+
+//	| batch | batch | batch | ...
+//
+// # Record batch
+//
+// Each Append writes exactly one batch. Readers and recovery see whole batches or
+// nothing.
+//
+//	 0        4        8              16          20      24           32         40      42       44         48
+//	+--------+--------+--------------+-----------+-------+------------+----------+-------+--------+----------+---------+
+//	| length | crc32c | base offset  | last delta| count | first ts   | max ts   | attrs | unused | raw len  | payload |
+//	| uint32 | uint32 | int64        | uint32    | uint32| int64 (ms) | int64    | uint16| uint16 | uint32   | ...     |
+//	+--------+--------+--------------+-----------+-------+------------+----------+-------+--------+----------+---------+
+//
+//   - length counts the bytes after the length field (44 + len(payload)).
+//   - crc32c (Castagnoli) covers bytes 16..end of the batch, then bytes 8..16 (the
+//     base offset). Producers checksum the body in parallel; the writer, which assigns
+//     the base offset, only extends the checksum by those 8 bytes.
+//   - last delta is the offset of the batch's last offset minus the base offset;
+//     count is the number of records present. They differ only in batches rewritten by
+//     compaction, which keeps offsets and so leaves gaps.
+//   - attrs bits 0-2 are the compression codec of the payload: 0 none, 1 S2, 2 zstd.
+//   - raw len is the payload's uncompressed size, checked before decompressing.
+//
+// The payload is count records, each:
+//
+//	uvarint offset delta | varint timestamp - first ts | uvarint key length + 1 (0 = nil key) |
+//	uvarint value length | key bytes | value bytes
+//
+// # Index files
+//
+// The .index file is a run of 8-byte entries (relative offset uint32, file position
+// uint32): the batch holding base+relative offset starts at that position. An entry is
+// added at most every Options.IndexIntervalBytes of log. The .timeindex file is a run of
+// 12-byte entries (timestamp int64, relative offset uint32): timestamp is the largest
+// record timestamp in the segment up to and including the batch at that offset. Index
+// files have no header and no checksum: they only speed up lookups and are checked
+// against the log (monotonic, inside the file, pointing at a valid batch) and rebuilt
+// when they do not fit.
+//
+// # Durability and recovery
+//
+// Each partition has one writer goroutine that owns the active segment. Producers
+// encode their batches on their own goroutines and queue them; the writer takes every
+// queued batch, writes them with one pwrite, and with FsyncAlways makes them durable with
+// one fdatasync before it answers any of them (group commit). Readers only see committed
+// data: synced data under FsyncAlways, written data under the other policies.
+//
+// On open, closed segments are trusted after a cheap check of their indexes. The active
+// segment is scanned only from its last index entry that points at a valid batch: the
+// tail is read batch by batch, checking lengths, checksums and offsets, and the file is
+// truncated at the first batch that does not check out. What was cut off is logged with
+// its offsets. Recovery time therefore grows with the unsynced tail, not the log size.
+//
+// A write or sync that fails truncates the segment back to the last committed position
+// and returns the error to every producer of the group. If the truncate itself fails, or
+// a sync fails (after which the kernel's page state is unknown), the partition is failed:
+// every later Append returns the error until the log is reopened. Committed data stays
+// readable in both cases.
+package logcore

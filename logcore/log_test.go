@@ -1,0 +1,341 @@
+package logcore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openTest(t testing.TB, dir string, opts Options) *FileLog {
+	t.Helper()
+	l, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func rec(key, val string, ts int64) Record {
+	r := Record{Value: []byte(val), Timestamp: ts}
+	if key != "" {
+		r.Key = []byte(key)
+	}
+	return r
+}
+
+// readAll reads partition p of t from its start offset to its end offset.
+func readAll(t testing.TB, tp Topic, p int) []Record {
+	t.Helper()
+	var out []Record
+	off := tp.Stats(p).StartOffset
+	end := tp.Stats(p).EndOffset
+	for off < end {
+		recs, err := tp.Read(p, off, 0, nil)
+		if err != nil {
+			t.Fatalf("read %d: %v", off, err)
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			r.Key = bytes.Clone(r.Key)
+			r.Value = bytes.Clone(r.Value)
+			out = append(out, r)
+		}
+		off = recs[len(recs)-1].Offset + 1
+	}
+	return out
+}
+
+func TestAppendReadReopen(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  Options
+		codec Compression
+	}{
+		{"always", Options{Fsync: FsyncAlways}, CompressionNone},
+		{"interval-s2", Options{Fsync: FsyncInterval, FsyncInterval: 5 * time.Millisecond}, CompressionS2},
+		{"never", Options{Fsync: FsyncNever}, CompressionNone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := openTest(t, dir, tc.opts)
+			tp, err := l.Topic("samples", TopicConfig{Partitions: 3, SegmentBytes: 4096, Compression: tc.codec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want [3][]string
+			for i := 0; i < 200; i++ {
+				p := i % 3
+				v := fmt.Sprintf("value-%d-%s", i, bytes.Repeat([]byte("x"), i%50))
+				off, err := tp.Append(context.Background(), p, []Record{rec("", v, int64(1000+i))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if off != int64(len(want[p])) {
+					t.Fatalf("offset %d, want %d", off, len(want[p]))
+				}
+				want[p] = append(want[p], v)
+			}
+			check := func(tp Topic) {
+				for p := 0; p < 3; p++ {
+					got := readAll(t, tp, p)
+					if len(got) != len(want[p]) {
+						t.Fatalf("partition %d: %d records, want %d", p, len(got), len(want[p]))
+					}
+					for i, r := range got {
+						if r.Offset != int64(i) || string(r.Value) != want[p][i] || r.Key != nil {
+							t.Fatalf("partition %d record %d: %+v, want %q", p, i, r, want[p][i])
+						}
+					}
+				}
+			}
+			check(tp)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tp.Append(context.Background(), 0, []Record{rec("", "x", 0)}); !errors.Is(err, ErrClosed) {
+				t.Fatalf("append after close: %v, want ErrClosed", err)
+			}
+			l = openTest(t, dir, tc.opts)
+			defer l.Close()
+			tp, err = l.Topic("samples", TopicConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tp.Partitions() != 3 {
+				t.Fatalf("reopened with %d partitions", tp.Partitions())
+			}
+			check(tp)
+			if _, err := l.Topic("samples", TopicConfig{Partitions: 4}); err == nil {
+				t.Fatal("changing the partition count succeeded")
+			}
+			off, err := tp.Append(context.Background(), 1, []Record{rec("", "after", 0)})
+			if err != nil || off != int64(len(want[1])) {
+				t.Fatalf("append after reopen: %d %v, want offset %d", off, err, len(want[1]))
+			}
+		})
+	}
+}
+
+func TestGroupCommitConcurrentProducers(t *testing.T) {
+	l := openTest(t, t.TempDir(), Options{})
+	defer l.Close()
+	tp, err := l.Topic("t", TopicConfig{Partitions: 1, SegmentBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const producers, each = 16, 50
+	var wg sync.WaitGroup
+	offs := make(chan int64, producers*each)
+	for g := 0; g < producers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				off, err := tp.Append(context.Background(), 0, []Record{rec("", fmt.Sprintf("%d/%d", g, i), 0), rec("", "second", 0)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				offs <- off
+			}
+		}()
+	}
+	wg.Wait()
+	close(offs)
+	seen := map[int64]bool{}
+	for o := range offs {
+		if o%2 != 0 || seen[o] {
+			t.Fatalf("bad or duplicate base offset %d", o)
+		}
+		seen[o] = true
+	}
+	if got := tp.Stats(0).EndOffset; got != producers*each*2 {
+		t.Fatalf("end offset %d, want %d", got, producers*each*2)
+	}
+	if got := len(readAll(t, tp, 0)); got != producers*each*2 {
+		t.Fatalf("read %d records", got)
+	}
+}
+
+func TestWaitWakesTailingReader(t *testing.T) {
+	l := openTest(t, t.TempDir(), Options{})
+	defer l.Close()
+	tp, _ := l.Topic("t", TopicConfig{Partitions: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan error, 1)
+	go func() { got <- tp.Wait(ctx, 0, 0) }()
+	if _, err := tp.Append(ctx, 0, []Record{rec("", "x", 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel2()
+	if err := tp.Wait(short, 0, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait past the end: %v", err)
+	}
+}
+
+func TestOffsetForTime(t *testing.T) {
+	l := openTest(t, t.TempDir(), Options{IndexIntervalBytes: 64})
+	defer l.Close()
+	tp, _ := l.Topic("t", TopicConfig{Partitions: 1, SegmentBytes: 1024})
+	for i := 0; i < 100; i++ {
+		if _, err := tp.Append(context.Background(), 0, []Record{rec("", "v", int64(10*i+10))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ ts, want int64 }{{0, 0}, {10, 0}, {11, 1}, {500, 49}, {1000, 99}, {1001, 100}} {
+		got, err := tp.OffsetForTime(0, tc.ts)
+		if err != nil || got != tc.want {
+			t.Errorf("OffsetForTime(%d) = %d, %v; want %d", tc.ts, got, err, tc.want)
+		}
+	}
+}
+
+func TestConsumerCommitAndResume(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{})
+	tp, _ := l.Topic("t", TopicConfig{Partitions: 2})
+	for i := 0; i < 10; i++ {
+		tp.Append(context.Background(), 1, []Record{rec("", fmt.Sprint(i), 0)})
+	}
+	c, err := NewConsumer(l, "g", tp, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, err := c.Poll(ctx, 0)
+	if err != nil || len(recs) != 10 {
+		t.Fatalf("poll: %d records, %v", len(recs), err)
+	}
+	if err := c.Commit(7); err != nil {
+		t.Fatal(err)
+	}
+	st := StatusOf(l)
+	if len(st.Consumers) != 1 || st.Consumers[0].Partitions[1].Committed != 7 || st.Consumers[0].Partitions[1].Lag != 3 {
+		t.Fatalf("status: %+v", st.Consumers)
+	}
+	l.Close()
+	l = openTest(t, dir, Options{})
+	defer l.Close()
+	tp, _ = l.Topic("t", TopicConfig{})
+	c, _ = NewConsumer(l, "g", tp, 1)
+	if c.Position() != 7 {
+		t.Fatalf("resumed at %d, want 7", c.Position())
+	}
+	recs, err = c.Poll(ctx, 0)
+	if err != nil || len(recs) != 3 || string(recs[0].Value) != "7" {
+		t.Fatalf("poll after restart: %v %v", recs, err)
+	}
+}
+
+func TestRetentionBySizeAndAgeAndSkippedConsumer(t *testing.T) {
+	now := time.UnixMilli(1_000_000)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{Now: clock, MaintenanceInterval: time.Hour})
+	tp, _ := l.Topic("t", TopicConfig{Partitions: 1, SegmentBytes: 1024, RetentionBytes: 4096})
+	c, _ := NewConsumer(l, "slow", tp, 0)
+	for i := 0; i < 200; i++ {
+		if _, err := tp.Append(context.Background(), 0, []Record{rec("", fmt.Sprintf("%040d", i), 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.RunMaintenance()
+	st := tp.Stats(0)
+	if st.Bytes > 4096+1024 || st.StartOffset == 0 || st.EndOffset != 200 {
+		t.Fatalf("after size retention: %+v", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, err := c.Poll(ctx, 0)
+	if err != nil || len(recs) == 0 || recs[0].Offset != st.StartOffset {
+		t.Fatalf("consumer behind retention: %v, first %v; start %d", err, recs, st.StartOffset)
+	}
+	l.Close()
+
+	l = openTest(t, dir, Options{Now: clock, MaintenanceInterval: time.Hour})
+	defer l.Close()
+	tp, _ = l.Topic("t", TopicConfig{RetentionAge: time.Minute, SegmentAge: time.Minute})
+	if got := tp.Stats(0).StartOffset; got != st.StartOffset {
+		t.Fatalf("start after reopen %d, want %d", got, st.StartOffset)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	tp.Append(context.Background(), 0, []Record{rec("", "new", 0)})
+	l.RunMaintenance()
+	st = tp.Stats(0)
+	if st.StartOffset != 200 || st.EndOffset != 201 {
+		t.Fatalf("after age retention: %+v", st)
+	}
+}
+
+func TestCompaction(t *testing.T) {
+	now := time.UnixMilli(1_000_000)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{Now: clock, MaintenanceInterval: time.Hour})
+	tp, _ := l.Topic("state", TopicConfig{Partitions: 1, SegmentBytes: 512, Compacted: true, TombstoneRetention: time.Minute})
+	want := map[string]string{}
+	for i := 0; i < 300; i++ {
+		k, v := fmt.Sprintf("k%d", i%7), fmt.Sprintf("v%d", i)
+		if i%50 == 49 {
+			v = "" // tombstone
+			delete(want, k)
+		} else {
+			want[k] = v
+		}
+		if _, err := tp.Append(context.Background(), 0, []Record{rec(k, v, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := tp.Stats(0)
+	l.RunMaintenance()
+	after := tp.Stats(0)
+	if after.Bytes >= before.Bytes || after.EndOffset != 300 {
+		t.Fatalf("compaction: before %+v after %+v", before, after)
+	}
+	state := func(tp Topic) map[string]string {
+		m := map[string]string{}
+		last := int64(-1)
+		for _, r := range readAll(t, tp, 0) {
+			if r.Offset <= last {
+				t.Fatalf("offsets not ascending: %d after %d", r.Offset, last)
+			}
+			last = r.Offset
+			if len(r.Value) == 0 {
+				delete(m, string(r.Key))
+			} else {
+				m[string(r.Key)] = string(r.Value)
+			}
+		}
+		return m
+	}
+	if got := state(tp); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("state after compaction %v, want %v", got, want)
+	}
+	l.Close()
+	l = openTest(t, dir, Options{Now: clock, MaintenanceInterval: time.Hour})
+	defer l.Close()
+	tp, _ = l.Topic("state", TopicConfig{})
+	if got := state(tp); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("state after reopen %v, want %v", got, want)
+	}
+	off, err := tp.Append(context.Background(), 0, []Record{rec("k1", "again", 0)})
+	if err != nil || off != 300 {
+		t.Fatalf("append after compaction: %d %v", off, err)
+	}
+}

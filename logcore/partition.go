@@ -1,0 +1,784 @@
+package logcore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	// maxGroupBytes bounds the bytes one group commit writes.
+	maxGroupBytes = 8 << 20
+	// defaultReadBytes is Read's maxBytes when the caller passes 0 or less.
+	defaultReadBytes = 1 << 20
+	queueLen         = 1024
+)
+
+// partition is one partition of a topic: its segments, its writer goroutine and the
+// committed end offset readers see.
+type partition struct {
+	topic *fileTopic
+	id    int
+	dir   string
+	name  string // "topic/id", for errors and logs
+	log   *FileLog
+
+	mu       sync.RWMutex // guards segs, end, notify, closed
+	segs     []*segment   // ascending by base; the last one is active
+	end      int64        // committed end offset
+	notify   chan struct{}
+	closed   bool
+	maintain sync.Mutex // serialises retention and compaction
+
+	sendMu     sync.RWMutex // held for reading while sending to queue
+	sendClosed bool
+	queue      chan *appendReq
+	exited     chan struct{}
+
+	// Writer-owned.
+	policy FsyncPolicy
+	active *segment
+	failed error
+	dirty  bool // written but not synced
+	wbuf   []byte
+}
+
+// appendReq is one Append waiting for the writer.
+type appendReq struct {
+	ctx   context.Context
+	buf   []byte // the encoded batch
+	crc   uint32 // checksum of the batch body, completed by sealBatch
+	n     int64  // records
+	maxTS int64
+	base  int64 // result: the batch's base offset
+	err   error // result
+	done  chan struct{}
+}
+
+var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan struct{}, 1)} }}
+
+// openPartition opens (recovering as needed) or creates the partition in dir and starts its writer.
+func openPartition(t *fileTopic, id int, policy FsyncPolicy) (*partition, error) {
+	pt := &partition{
+		topic:  t,
+		id:     id,
+		dir:    filepath.Join(t.dir, strconv.Itoa(id)),
+		name:   fmt.Sprintf("%s/%d", t.name, id),
+		log:    t.log,
+		notify: make(chan struct{}),
+		queue:  make(chan *appendReq, queueLen),
+		exited: make(chan struct{}),
+		policy: policy,
+	}
+	if err := os.MkdirAll(pt.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open partition %s: %w", pt.name, err)
+	}
+	if err := pt.load(); err != nil {
+		for _, s := range pt.segs {
+			s.closeFiles()
+		}
+		return nil, fmt.Errorf("open partition %s: %w", pt.name, err)
+	}
+	pt.active = pt.segs[len(pt.segs)-1]
+	pt.end = pt.active.next.Load()
+	go pt.run()
+	return pt, nil
+}
+
+func (pt *partition) logger() *slog.Logger {
+	return pt.log.opts.Logger.With("partition", pt.name)
+}
+
+// load lists the partition's segments and recovers them: closed segments are checked
+// through their indexes, the active one is scanned from its last good index entry.
+func (pt *partition) load() error {
+	ents, err := os.ReadDir(pt.dir)
+	if err != nil {
+		return fmt.Errorf("cannot list segments: %w", err)
+	}
+	var bases []int64
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasSuffix(name, cleanedExt) || strings.HasSuffix(name, ".tmp") {
+			// A compaction or write that did not finish: the original is still in place.
+			os.Remove(filepath.Join(pt.dir, name))
+			continue
+		}
+		if !strings.HasSuffix(name, logExt) {
+			continue
+		}
+		base, err := strconv.ParseInt(strings.TrimSuffix(name, logExt), 10, 64)
+		if err != nil || base < 0 {
+			pt.logger().Warn("ignoring a file that is not a segment", "file", name)
+			continue
+		}
+		bases = append(bases, base)
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	present := make(map[int64]bool, len(bases))
+	for _, b := range bases {
+		present[b] = true
+	}
+	removeOrphanIndexes(pt.dir, present)
+	if len(bases) == 0 {
+		s, err := createSegment(pt.dir, 0, pt.log.nowMs())
+		if err != nil {
+			return err
+		}
+		pt.segs = []*segment{s}
+		return nil
+	}
+	for i, base := range bases {
+		last := i == len(bases)-1
+		s, size, err := openSegmentFile(pt.dir, base)
+		if errors.Is(err, errBadHeader) && last {
+			// A roll that crashed before its header reached the disk: nothing was
+			// acknowledged in this segment.
+			pt.logger().Warn("recreating active segment with a bad header", "base", base, "err", err)
+			s, err = createSegment(pt.dir, base, pt.log.nowMs())
+			if err != nil {
+				return err
+			}
+			pt.segs = append(pt.segs, s)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		pt.segs = append(pt.segs, s)
+		if last {
+			err = pt.recoverActive(s, size)
+		} else {
+			err = pt.loadClosed(s, size)
+		}
+		if err != nil {
+			return fmt.Errorf("segment %d: %w", base, err)
+		}
+	}
+	return nil
+}
+
+// loadClosed checks a closed segment's indexes, which must end at its last batch, and
+// rebuilds them by a full scan when they do not.
+func (pt *partition) loadClosed(s *segment, size int64) error {
+	idx, tidx, err := s.readIndexFiles(size)
+	if err != nil {
+		return err
+	}
+	if size == segmentHeaderSize && len(idx) == 0 {
+		s.size.Store(size)
+		return nil
+	}
+	if n := len(idx); n > 0 && len(tidx) > 0 && tidx[len(tidx)-1].rel == idx[n-1].rel {
+		bs := newBatchScanner(s.f, 64<<10)
+		pos := int64(idx[n-1].pos)
+		h, _, err := bs.next(pos, size)
+		if err == nil && h.baseOffset == s.base+int64(idx[n-1].rel) && pos+h.size() == size {
+			s.idx, s.tidx = idx, tidx
+			s.size.Store(size)
+			s.next.Store(h.lastOffset() + 1)
+			s.maxTS.Store(tidx[len(tidx)-1].ts)
+			s.runMax, s.lastPos, s.lastRel, s.lastIdxPos = s.maxTS.Load(), pos, idx[n-1].rel, pos
+			return nil
+		}
+	}
+	pt.logger().Info("rebuilding the indexes of a closed segment", "base", s.base)
+	if err := pt.scanTail(s, segmentHeaderSize, size, s.base); err != nil {
+		return err
+	}
+	s.sealIndex()
+	if err := s.rewriteIndexes(); err != nil {
+		return err
+	}
+	return s.syncAndCloseIndexes()
+}
+
+// recoverActive finds the last index entry of the active segment that points at a
+// valid batch (and has its time entry), and scans the log from there to its end,
+// truncating at the first torn or corrupt batch.
+func (pt *partition) recoverActive(s *segment, size int64) error {
+	idx, tidx, err := s.readIndexFiles(size)
+	if err != nil {
+		return err
+	}
+	start, expect := int64(segmentHeaderSize), s.base
+	s.idx, s.tidx = nil, nil
+	bs := newBatchScanner(s.f, 64<<10)
+	for i := len(idx) - 1; i >= 0; i-- {
+		e := idx[i]
+		j := sort.Search(len(tidx), func(j int) bool { return tidx[j].rel >= e.rel })
+		if j == len(tidx) || tidx[j].rel != e.rel {
+			continue
+		}
+		h, _, err := bs.next(int64(e.pos), size)
+		if err != nil || h.baseOffset != s.base+int64(e.rel) {
+			continue
+		}
+		s.idx, s.tidx = idx[:i+1], tidx[:j+1]
+		start, expect = int64(e.pos), h.baseOffset
+		s.runMax, s.lastIdxPos = tidx[j].ts, start
+		break
+	}
+	if err := pt.scanTail(s, start, size, expect); err != nil {
+		return err
+	}
+	if err := s.openIndexFiles(false); err != nil {
+		return err
+	}
+	return s.rewriteIndexes()
+}
+
+// scanTail scans s from pos (where a batch with base offset expect starts) to size,
+// noting every good batch in the indexes, and truncates the file at the first bad one.
+func (pt *partition) scanTail(s *segment, pos, size, expect int64) error {
+	bs := newBatchScanner(s.f, 1<<20)
+	strict := !pt.topic.config().Compacted
+	var bad error
+	for pos < size {
+		h, _, err := bs.next(pos, size)
+		if err == nil && (h.baseOffset < expect || (strict && h.baseOffset != expect) || h.lastOffset()-s.base > math.MaxUint32) {
+			err = fmt.Errorf("%w: batch at position %d has offset %d, want %d", ErrCorrupt, pos, h.baseOffset, expect)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				return fmt.Errorf("cannot read at position %d: %w", pos, err)
+			}
+			bad = err
+			break
+		}
+		s.noteBatch(h.baseOffset, h.maxTS, pos, pt.log.opts.IndexIntervalBytes)
+		expect = h.lastOffset() + 1
+		pos += h.size()
+	}
+	if bad != nil {
+		pt.logger().Warn("truncating a torn or corrupt segment tail",
+			"segment", s.base, "position", pos, "bytes_lost", size-pos, "first_lost_offset", expect, "err", bad)
+		if err := s.f.Truncate(pos); err != nil {
+			return fmt.Errorf("cannot truncate at %d: %w", pos, err)
+		}
+		if err := s.f.Sync(); err != nil {
+			return fmt.Errorf("cannot sync after truncate: %w", err)
+		}
+	}
+	s.size.Store(pos)
+	s.next.Store(expect)
+	s.maxTS.Store(s.runMax)
+	return nil
+}
+
+// append queues recs for the writer and waits for the outcome.
+func (pt *partition) append(ctx context.Context, recs []Record) (int64, error) {
+	if len(recs) == 0 {
+		pt.mu.RLock()
+		defer pt.mu.RUnlock()
+		return pt.end, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return -1, err
+	}
+	cfg := pt.topic.config()
+	r := reqPool.Get().(*appendReq)
+	var err error
+	r.buf, r.crc, err = encodeBatch(r.buf[:0], recs, batchMeta{dense: true, now: pt.log.nowMs(), codec: cfg.Compression})
+	if err == nil && int64(len(r.buf)) > cfg.SegmentBytes-segmentHeaderSize {
+		err = fmt.Errorf("%w: %d bytes, segments hold %d", ErrRecordTooLarge, len(r.buf), cfg.SegmentBytes)
+	}
+	if err != nil {
+		reqPool.Put(r)
+		return -1, fmt.Errorf("append to %s: %w", pt.name, err)
+	}
+	r.ctx, r.n = ctx, int64(len(recs))
+	h, _ := parseBatchHeader(r.buf)
+	r.maxTS = h.maxTS
+	pt.sendMu.RLock()
+	if pt.sendClosed {
+		pt.sendMu.RUnlock()
+		reqPool.Put(r)
+		return -1, ErrClosed
+	}
+	select {
+	case pt.queue <- r:
+	case <-ctx.Done():
+		pt.sendMu.RUnlock()
+		reqPool.Put(r)
+		return -1, ctx.Err()
+	}
+	pt.sendMu.RUnlock()
+	<-r.done
+	base, err := r.base, r.err
+	r.ctx, r.err = nil, nil
+	if cap(r.buf) <= 1<<20 {
+		reqPool.Put(r)
+	}
+	return base, err
+}
+
+func (r *appendReq) finish(base int64, err error) {
+	r.base, r.err = base, err
+	r.done <- struct{}{}
+}
+
+// run is the writer goroutine: it takes every queued append, writes them as one group
+// and answers them, until the queue is closed.
+func (pt *partition) run() {
+	defer close(pt.exited)
+	var tick <-chan time.Time
+	if pt.policy == FsyncInterval {
+		t := time.NewTicker(pt.log.opts.FsyncInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	group := make([]*appendReq, 0, 64)
+	for {
+		select {
+		case r, ok := <-pt.queue:
+			if !ok {
+				pt.shutdown()
+				return
+			}
+			group = append(group[:0], r)
+			bytes := len(r.buf)
+			open := true
+		drain:
+			for bytes < maxGroupBytes {
+				select {
+				case r, ok := <-pt.queue:
+					if !ok {
+						open = false
+						break drain
+					}
+					group = append(group, r)
+					bytes += len(r.buf)
+				default:
+					break drain
+				}
+			}
+			pt.commit(group)
+			clear(group)
+			if !open {
+				pt.shutdown()
+				return
+			}
+		case <-tick:
+			if pt.dirty && pt.failed == nil {
+				if err := pt.sync(); err != nil {
+					pt.fail(err)
+				}
+			}
+		}
+	}
+}
+
+// commit writes a group of appends, rolling the segment between them as needed.
+func (pt *partition) commit(group []*appendReq) {
+	cfg := pt.topic.config()
+	pending := group[:0:0]
+	next := pt.active.next.Load()
+	pt.wbuf = pt.wbuf[:0]
+	for _, r := range group {
+		if pt.failed != nil {
+			r.finish(-1, pt.failed)
+			continue
+		}
+		if err := r.ctx.Err(); err != nil {
+			r.finish(-1, err)
+			continue
+		}
+		size := pt.active.size.Load() + int64(len(pt.wbuf))
+		if size > segmentHeaderSize && (size+int64(len(r.buf)) > cfg.SegmentBytes || pt.aged(cfg)) {
+			if len(pending) > 0 {
+				pt.flush(pending, next)
+				pending = pending[:0]
+				pt.wbuf = pt.wbuf[:0]
+			}
+			if pt.failed == nil {
+				if err := pt.roll(); err != nil {
+					pt.fail(fmt.Errorf("append to %s: roll: %w", pt.name, err))
+				}
+			}
+			if pt.failed != nil {
+				r.finish(-1, pt.failed)
+				continue
+			}
+			next = pt.active.next.Load()
+		}
+		sealBatch(r.buf, next, r.crc)
+		r.base = next
+		next += r.n
+		pt.wbuf = append(pt.wbuf, r.buf...)
+		pending = append(pending, r)
+	}
+	if len(pending) > 0 {
+		pt.flush(pending, next)
+	}
+}
+
+// aged reports whether the active segment is older than the topic's SegmentAge.
+func (pt *partition) aged(cfg TopicConfig) bool {
+	return cfg.SegmentAge > 0 && pt.log.nowMs()-pt.active.created >= cfg.SegmentAge.Milliseconds()
+}
+
+// flush writes pt.wbuf (the batches of pending, ending at offset next) to the active
+// segment, syncs per policy, publishes and answers every request.
+func (pt *partition) flush(pending []*appendReq, next int64) {
+	s := pt.active
+	pos := s.size.Load()
+	if _, err := s.f.WriteAt(pt.wbuf, pos); err != nil {
+		err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
+		if terr := s.f.Truncate(pos); terr != nil {
+			pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", err, pos, terr))
+		}
+		for _, r := range pending {
+			r.finish(-1, err)
+		}
+		return
+	}
+	pt.dirty = true
+	if pt.policy == FsyncAlways {
+		if err := pt.sync(); err != nil {
+			err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
+			if terr := s.f.Truncate(pos); terr != nil {
+				pt.logger().Error("cannot truncate after a failed sync", "err", terr)
+			}
+			pt.fail(err)
+			for _, r := range pending {
+				r.finish(-1, err)
+			}
+			return
+		}
+	}
+	p := pos
+	var records int64
+	for _, r := range pending {
+		s.noteBatch(r.base, r.maxTS, p, pt.log.opts.IndexIntervalBytes)
+		p += int64(len(r.buf))
+		records += r.n
+	}
+	if err := s.flushIndexes(); err != nil {
+		// Indexes only speed up lookups; recovery rebuilds what is missing.
+		pt.logger().Warn("cannot write index entries", "err", err)
+	}
+	pt.mu.Lock()
+	s.size.Store(p)
+	s.next.Store(next)
+	s.maxTS.Store(s.runMax)
+	pt.end = next
+	close(pt.notify)
+	pt.notify = make(chan struct{})
+	pt.mu.Unlock()
+	pt.log.metrics.appendedBytes.Add(len(pt.wbuf))
+	pt.log.metrics.appendedRecords.Add(int(records))
+	for _, r := range pending {
+		r.finish(r.base, nil)
+	}
+}
+
+// sync makes the active segment's written bytes durable.
+func (pt *partition) sync() error {
+	if err := fdatasync(pt.active.fd); err != nil {
+		return fmt.Errorf("fdatasync %s segment %d: %w", pt.name, pt.active.base, err)
+	}
+	pt.dirty = false
+	pt.log.metrics.fsyncs.Inc()
+	return nil
+}
+
+// fail puts the partition in the failed state: every later append returns err.
+func (pt *partition) fail(err error) {
+	if pt.failed == nil {
+		pt.logger().Error("partition failed; appends fail until the log is reopened", "err", err)
+		pt.failed = err
+	}
+}
+
+// roll closes the active segment (syncing it and its indexes) and starts a new one.
+func (pt *partition) roll() error {
+	old := pt.active
+	if pt.policy != FsyncNever && pt.dirty {
+		if err := pt.sync(); err != nil {
+			return err
+		}
+	}
+	old.sealIndex()
+	if err := old.syncAndCloseIndexes(); err != nil {
+		return err
+	}
+	s, err := createSegment(pt.dir, old.next.Load(), pt.log.nowMs())
+	if err != nil {
+		return err
+	}
+	pt.mu.Lock()
+	pt.segs = append(pt.segs, s)
+	pt.mu.Unlock()
+	pt.active = s
+	pt.dirty = false
+	return nil
+}
+
+// shutdown runs on the writer when the queue is closed: it syncs and closes the active
+// segment's files.
+func (pt *partition) shutdown() {
+	s := pt.active
+	if pt.dirty {
+		if err := pt.sync(); err != nil {
+			pt.logger().Error("cannot sync at close", "err", err)
+		}
+	}
+	s.sealIndex()
+	if err := s.syncAndCloseIndexes(); err != nil {
+		pt.logger().Error("cannot write indexes at close", "err", err)
+	}
+}
+
+// close stops the writer after it has written every queued append, then closes the
+// partition's files. Readers in Wait return ErrClosed.
+func (pt *partition) close() {
+	pt.sendMu.Lock()
+	if pt.sendClosed {
+		pt.sendMu.Unlock()
+		return
+	}
+	pt.sendClosed = true
+	close(pt.queue)
+	pt.sendMu.Unlock()
+	<-pt.exited
+	pt.mu.Lock()
+	pt.closed = true
+	close(pt.notify)
+	segs := pt.segs
+	pt.segs = nil
+	pt.mu.Unlock()
+	for _, s := range segs {
+		s.release()
+	}
+}
+
+// stats returns the partition's bounds.
+func (pt *partition) stats() PartitionStats {
+	pt.mu.RLock()
+	defer pt.mu.RUnlock()
+	if len(pt.segs) == 0 {
+		return PartitionStats{}
+	}
+	st := PartitionStats{StartOffset: pt.segs[0].base, EndOffset: pt.end}
+	for _, s := range pt.segs {
+		st.Bytes += s.size.Load()
+	}
+	return st
+}
+
+// wait blocks until the committed end offset is past offset.
+func (pt *partition) wait(ctx context.Context, offset int64) error {
+	for {
+		pt.mu.RLock()
+		closed, end, ch := pt.closed, pt.end, pt.notify
+		pt.mu.RUnlock()
+		if closed {
+			return ErrClosed
+		}
+		if end > offset {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// segmentFor returns, acquired, the segment holding offset, or the first segment
+// after the one based at after when after >= 0. The end offset is returned too.
+func (pt *partition) segmentFor(offset int64) (*segment, int64, error) {
+	pt.mu.RLock()
+	defer pt.mu.RUnlock()
+	if pt.closed {
+		return nil, 0, ErrClosed
+	}
+	start, end := pt.segs[0].base, pt.end
+	if offset < start || offset > end {
+		return nil, end, fmt.Errorf("read %s at offset %d, outside [%d, %d]: %w", pt.name, offset, start, end, ErrOffsetOutOfRange)
+	}
+	if offset == end {
+		return nil, end, nil
+	}
+	i := sort.Search(len(pt.segs), func(i int) bool { return pt.segs[i].base > offset }) - 1
+	s := pt.segs[i]
+	s.acquire()
+	return s, end, nil
+}
+
+// read returns the records from offset on, whole batches of about maxBytes, decoded
+// into dst with Key and Value aliasing buf (which it grows and returns). next is where
+// the following read starts: after the last record, or past a gap.
+func (pt *partition) read(offset int64, maxBytes int, dst []Record, buf []byte) ([]Record, []byte, int64, error) {
+	dst = dst[:0]
+	if maxBytes <= 0 {
+		maxBytes = defaultReadBytes
+	}
+	for {
+		s, end, err := pt.segmentFor(offset)
+		if err != nil || s == nil {
+			return dst, buf, end, err
+		}
+		var next int64
+		dst, buf, next, err = s.read(offset, maxBytes, dst, buf, pt.log.opts.IndexIntervalBytes)
+		segNext := s.next.Load()
+		s.release()
+		if err != nil {
+			return dst, buf, offset, fmt.Errorf("read %s at offset %d: %w", pt.name, offset, err)
+		}
+		if len(dst) > 0 {
+			return dst, buf, next, nil
+		}
+		// Nothing at or after offset in this segment (compaction gaps): go on with the
+		// next one.
+		if segNext <= offset {
+			segNext = offset + 1
+		}
+		offset = max(segNext, pt.nextBase(s.base))
+	}
+}
+
+// nextBase returns the base offset of the segment after the one based at base, or the
+// end offset.
+func (pt *partition) nextBase(base int64) int64 {
+	pt.mu.RLock()
+	defer pt.mu.RUnlock()
+	i := sort.Search(len(pt.segs), func(i int) bool { return pt.segs[i].base > base })
+	if i < len(pt.segs) {
+		return pt.segs[i].base
+	}
+	return pt.end
+}
+
+// read reads the batches of s holding offsets from offset on, up to about maxBytes,
+// at least one batch if there is one.
+func (s *segment) read(offset int64, maxBytes int, dst []Record, buf []byte, interval int64) ([]Record, []byte, int64, error) {
+	limit := s.size.Load()
+	pos := s.lookup(offset)
+	next := offset
+	taken := 0
+	for pos < limit && len(dst) == 0 {
+		want := min(limit-pos, int64(maxBytes)+interval+batchHeaderSize)
+		if int64(cap(buf)) < want {
+			buf = make([]byte, want)
+		}
+		chunk := buf[:want]
+		if _, err := s.f.ReadAt(chunk, pos); err != nil {
+			return dst, buf, next, err
+		}
+		scratch := buf[want:want]
+		off := int64(0)
+		for off+batchHeaderSize <= want && taken < maxBytes {
+			h, err := parseBatchHeader(chunk[off:])
+			if err != nil {
+				return dst, buf, next, fmt.Errorf("position %d: %w", pos+off, err)
+			}
+			if h.lastOffset() < offset {
+				off += h.size()
+				continue
+			}
+			var b []byte
+			if off+h.size() <= want {
+				b = chunk[off : off+h.size()]
+			} else if len(dst) > 0 {
+				break
+			} else {
+				// The first batch does not fit: read it alone.
+				if pos+off+h.size() > limit {
+					return dst, buf, next, fmt.Errorf("%w: batch at position %d overruns the segment", ErrCorrupt, pos+off)
+				}
+				b = make([]byte, h.size())
+				if _, err := s.f.ReadAt(b, pos+off); err != nil {
+					return dst, buf, next, err
+				}
+			}
+			if err := checkBatch(&h, b); err != nil {
+				return dst, buf, next, err
+			}
+			var payload []byte
+			payload, scratch, err = batchPayload(&h, b, scratch)
+			if err != nil {
+				return dst, buf, next, err
+			}
+			if dst, err = decodeRecords(&h, payload, dst, offset); err != nil {
+				return dst, buf, next, err
+			}
+			next = h.lastOffset() + 1
+			if len(dst) > 0 {
+				taken += int(h.size())
+			}
+			off += h.size()
+		}
+		if off == 0 {
+			return dst, buf, next, fmt.Errorf("%w: no progress at position %d", ErrCorrupt, pos)
+		}
+		pos += off
+	}
+	return dst, buf, next, nil
+}
+
+// offsetForTime returns the first offset whose record has a timestamp at or after ts.
+func (pt *partition) offsetForTime(ts int64) (int64, error) {
+	pt.mu.RLock()
+	if pt.closed {
+		pt.mu.RUnlock()
+		return 0, ErrClosed
+	}
+	segs := append([]*segment(nil), pt.segs...)
+	end := pt.end
+	for _, s := range segs {
+		s.acquire()
+	}
+	pt.mu.RUnlock()
+	defer func() {
+		for _, s := range segs {
+			s.release()
+		}
+	}()
+	var recs []Record
+	for _, s := range segs {
+		if s.maxTS.Load() < ts {
+			continue
+		}
+		s.mu.RLock()
+		rel := lookupTimeIndex(s.tidx, ts)
+		s.mu.RUnlock()
+		pos := s.lookup(s.base + int64(rel))
+		limit := s.size.Load()
+		bs := newBatchScanner(s.f, 256<<10)
+		for pos < limit {
+			h, b, err := bs.next(pos, limit)
+			if err != nil {
+				return 0, fmt.Errorf("offset for time %d in %s: %w", ts, pt.name, err)
+			}
+			pos += h.size()
+			if h.maxTS < ts {
+				continue
+			}
+			payload, _, err := batchPayload(&h, b, nil)
+			if err == nil {
+				recs, err = decodeRecords(&h, payload, recs[:0], 0)
+			}
+			if err != nil {
+				return 0, fmt.Errorf("offset for time %d in %s: %w", ts, pt.name, err)
+			}
+			for _, r := range recs {
+				if r.Timestamp >= ts {
+					return r.Offset, nil
+				}
+			}
+		}
+	}
+	return end, nil
+}
