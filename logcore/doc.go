@@ -40,6 +40,7 @@
 //	| uint32 | uint32 | int64        | uint32    | uint32| int64 (ms) | int64    | uint16| uint16 | uint32   | ...     |
 //	+--------+--------+--------------+-----------+-------+------------+----------+-------+--------+----------+---------+
 //
+// The fields:
 //   - length counts the bytes after the length field (44 + len(payload)).
 //   - crc32c (Castagnoli) covers bytes 16..end of the batch, then bytes 8..16 (the
 //     base offset). Producers checksum the body in parallel; the writer, which assigns
@@ -47,7 +48,8 @@
 //   - last delta is the offset of the batch's last offset minus the base offset;
 //     count is the number of records present. They differ only in batches rewritten by
 //     compaction, which keeps offsets and so leaves gaps.
-//   - attrs bits 0-2 are the compression codec of the payload: 0 none, 1 S2, 2 zstd.
+//   - attrs bits 0-2 are the compression codec of the payload: 0 none, 1 S2; the other
+//     bits are zero.
 //   - raw len is the payload's uncompressed size, checked before decompressing.
 //
 // The payload is count records, each:
