@@ -1,0 +1,131 @@
+package ingest
+
+import "github.com/vigilhq/vigil/sample"
+
+// Batch is a reusable set of decoded series on their way to the log. Decoders fill it
+// with BeginSeries, AddLabel, AddSample, AddHistogram and AddExemplar; the Writer
+// validates, partitions and appends it.
+//
+// Labels, histogram protos and exemplar labels are not copied: they alias whatever
+// buffer the decoder gave (usually the decompressed request body), which must stay
+// unchanged until the Write that takes the batch returns. After Reset, a Batch keeps
+// its capacity, so a pooled Batch decodes without allocating in steady state.
+// A Batch is not safe for concurrent use.
+type Batch struct {
+	// Series are the decoded series, in input order. Their slices point into the
+	// batch's flat buffers; they are valid until the next Reset.
+	Series []sample.Series
+	// Source optionally tags each series with the index of the message it came from
+	// (NATS/JetStream); decoders that use it append one entry per series.
+	Source []int32
+
+	labels    []sample.Label
+	samples   []sample.Sample
+	hists     []sample.Histogram
+	exemplars []sample.Exemplar
+	exLabels  []sample.Label
+
+	// Start indexes of the open series in the flat buffers.
+	open                           bool
+	lab0, smp0, hst0, exm0, exLab0 int
+	partition                      []int32
+	decodedBytes                   int
+}
+
+// Reset empties the batch and keeps its buffers.
+func (b *Batch) Reset() {
+	clear(b.labels) // drop references to the previous request's buffer
+	clear(b.exLabels)
+	clear(b.hists)
+	b.Series = b.Series[:0]
+	b.Source = b.Source[:0]
+	b.labels = b.labels[:0]
+	b.samples = b.samples[:0]
+	b.hists = b.hists[:0]
+	b.exemplars = b.exemplars[:0]
+	b.exLabels = b.exLabels[:0]
+	b.partition = b.partition[:0]
+	b.open = false
+	b.decodedBytes = 0
+}
+
+// Len is the number of series.
+func (b *Batch) Len() int { return len(b.Series) }
+
+// BeginSeries starts a new series; what is added until the next BeginSeries or
+// EndSeries belongs to it. An open series is ended first.
+func (b *Batch) BeginSeries() {
+	if b.open {
+		b.EndSeries()
+	}
+	b.open = true
+	b.lab0, b.smp0, b.hst0, b.exm0 = len(b.labels), len(b.samples), len(b.hists), len(b.exemplars)
+}
+
+// AddLabel adds a label to the open series. name and value are aliased, not copied.
+func (b *Batch) AddLabel(name, value []byte) {
+	b.labels = append(b.labels, sample.Label{Name: name, Value: value})
+}
+
+// AddSample adds a float sample (t in ms) to the open series.
+func (b *Batch) AddSample(t int64, v float64) {
+	b.samples = append(b.samples, sample.Sample{T: t, V: v})
+}
+
+// AddHistogram adds a native histogram sample, proto being its prompb.Histogram
+// encoding (aliased, not copied).
+func (b *Batch) AddHistogram(t int64, proto []byte) {
+	b.hists = append(b.hists, sample.Histogram{T: t, Proto: proto})
+}
+
+// BeginExemplar starts an exemplar of the open series; AddExemplarLabel adds its labels.
+func (b *Batch) BeginExemplar(t int64, v float64) {
+	b.exLab0 = len(b.exLabels)
+	b.exemplars = append(b.exemplars, sample.Exemplar{T: t, V: v})
+}
+
+// AddExemplarLabel adds a label to the exemplar begun last (aliased, not copied).
+func (b *Batch) AddExemplarLabel(name, value []byte) {
+	b.exLabels = append(b.exLabels, sample.Label{Name: name, Value: value})
+	ex := &b.exemplars[len(b.exemplars)-1]
+	ex.Labels = b.exLabels[b.exLab0:len(b.exLabels):len(b.exLabels)]
+}
+
+// EndSeries closes the open series, making it visible in Series. It is a no-op when
+// no series is open.
+func (b *Batch) EndSeries() {
+	if !b.open {
+		return
+	}
+	b.open = false
+	b.Series = append(b.Series, sample.Series{
+		Labels:     b.labels[b.lab0:len(b.labels):len(b.labels)],
+		Samples:    b.samples[b.smp0:len(b.samples):len(b.samples)],
+		Histograms: b.hists[b.hst0:len(b.hists):len(b.hists)],
+		Exemplars:  b.exemplars[b.exm0:len(b.exemplars):len(b.exemplars)],
+	})
+}
+
+// DropSeries discards the open series (for a decoder that finds it broken midway).
+func (b *Batch) DropSeries() {
+	if !b.open {
+		return
+	}
+	b.open = false
+	b.labels = b.labels[:b.lab0]
+	b.samples = b.samples[:b.smp0]
+	b.hists = b.hists[:b.hst0]
+	b.exemplars = b.exemplars[:b.exm0]
+}
+
+// SetDecodedBytes records the size of the decoded input, used for the bytes metrics.
+func (b *Batch) SetDecodedBytes(n int) { b.decodedBytes = n }
+
+// Partition returns the partition series i was assigned by the last Write, or -1 if
+// it was rejected or skipped.
+func (b *Batch) Partition(i int) int {
+	if i >= len(b.partition) {
+		return -1
+	}
+	return int(b.partition[i])
+}
