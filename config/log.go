@@ -18,6 +18,8 @@ type LogConfig struct {
 	SegmentAge     Duration `yaml:"segment_age"`
 	RetentionBytes ByteSize `yaml:"retention_bytes"`
 	RetentionAge   Duration `yaml:"retention_age"`
+	// Compression is the codec of the samples topic's batches: s2 or none.
+	Compression string `yaml:"compression"`
 }
 
 func defaultLog() LogConfig {
@@ -28,6 +30,7 @@ func defaultLog() LogConfig {
 		SegmentBytes:  128 << 20,
 		SegmentAge:    Duration(time.Hour),
 		RetentionAge:  Duration(48 * time.Hour),
+		Compression:   "s2",
 	}
 }
 
@@ -39,6 +42,11 @@ func (l *LogConfig) validate() error {
 	case "always", "interval", "never":
 	default:
 		return fmt.Errorf("log.fsync: %q is not always, interval or never", l.Fsync)
+	}
+	switch l.Compression {
+	case "s2", "none":
+	default:
+		return fmt.Errorf("log.compression: %q is not s2 or none", l.Compression)
 	}
 	if l.SegmentBytes < 1<<16 {
 		return fmt.Errorf("log.segment_bytes: %d is below 64KiB", l.SegmentBytes)
