@@ -1,0 +1,358 @@
+package alerting
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/alertmanager/types"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/vigilhq/vigil/logcore"
+)
+
+// Options configures a Pipeline. Only Config and Log are required; every other zero
+// value means the documented default.
+type Options struct {
+	// Config is the parsed alerting section (ParseSection / ParseConfig).
+	Config *Config
+	// Log holds the pipeline's durable state in three compacted topics: "outbox"
+	// (notifications and the notification log), and "silences".
+	Log logcore.Log
+	// Metrics receives the vigil_notifications_* metrics; nil makes a private set.
+	Metrics *metrics.Set
+	// Logger gets delivery errors and warnings; nil discards. Secrets are never logged.
+	Logger *slog.Logger
+	// ExternalURL is how users reach Vigil (server.external_url): the template
+	// .ExternalURL, PagerDuty client_url and a link in every PagerDuty event.
+	ExternalURL string
+	// GrafanaURL, when set (server.grafana_url), is linked from every PagerDuty event.
+	GrafanaURL string
+	// HTTPClient sends notifications; nil uses a client with RequestTimeout.
+	HTTPClient *http.Client
+	// RequestTimeout bounds one delivery attempt (default 10s). An integration's own
+	// `timeout` setting wins when it is shorter.
+	RequestTimeout time.Duration
+	// BackoffInitial and BackoffMax bound the exponential backoff (with ±20% jitter)
+	// between failed attempts (defaults 500ms and 1m). A Retry-After header wins when longer.
+	BackoffInitial, BackoffMax time.Duration
+	// RateLimit is the most events per minute sent to one integration (one PagerDuty
+	// routing key or webhook URL); default 120, PagerDuty's limit per routing key.
+	RateLimit int
+	// BreakerFailures consecutive failed attempts open an integration's circuit
+	// breaker (default 5); it stays open for BreakerCooldown (default 30s), then one
+	// attempt probes the receiver.
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	// SilenceRetention is how long expired silences are kept (default 120h, as in Alertmanager).
+	SilenceRetention time.Duration
+	// MaintenanceInterval is how often resolved alerts, expired silences and old
+	// notification-log entries are garbage-collected (default 1m).
+	MaintenanceInterval time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Metrics == nil {
+		o.Metrics = metrics.NewSet()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 10 * time.Second
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{}
+	}
+	if o.BackoffInitial <= 0 {
+		o.BackoffInitial = 500 * time.Millisecond
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = time.Minute
+	}
+	if o.BackoffMax < o.BackoffInitial {
+		o.BackoffMax = o.BackoffInitial
+	}
+	if o.RateLimit <= 0 {
+		o.RateLimit = 120
+	}
+	if o.BreakerFailures <= 0 {
+		o.BreakerFailures = 5
+	}
+	if o.BreakerCooldown <= 0 {
+		o.BreakerCooldown = 30 * time.Second
+	}
+	if o.SilenceRetention <= 0 {
+		o.SilenceRetention = 120 * time.Hour
+	}
+	if o.MaintenanceInterval <= 0 {
+		o.MaintenanceInterval = time.Minute
+	}
+}
+
+// Pipeline is the alerting stage: it takes alerts from the rules (Send), routes them
+// through the Alertmanager route tree into aggregation groups, flushes each group on
+// group_wait / group_interval / repeat_interval with Alertmanager's semantics,
+// applies inhibition, time intervals and silences, and writes each notification to
+// a durable outbox from which per-integration senders deliver it to PagerDuty or a
+// webhook. All methods are safe for concurrent use.
+type Pipeline struct {
+	opts     Options
+	log      *slog.Logger
+	metrics  *pipelineMetrics
+	silences *Silences
+	outbox   *outbox
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// mu guards cfg, alerts and groups. Lock order: mu, then a group's mu.
+	mu     sync.Mutex
+	cfg    *Config
+	alerts map[model.Fingerprint]*types.Alert
+	groups map[groupID]*aggrGroup
+	closed bool
+}
+
+// New opens (or creates) the pipeline's topics in opts.Log, rebuilds silences, the
+// notification log and the pending outbox from them, and starts delivering what is
+// pending. Close stops it.
+func New(opts Options) (*Pipeline, error) {
+	if opts.Config == nil {
+		return nil, errors.New("alerting: Options.Config is required")
+	}
+	if opts.Log == nil {
+		return nil, errors.New("alerting: Options.Log is required")
+	}
+	opts.setDefaults()
+	if opts.ExternalURL != "" {
+		u, err := url.Parse(opts.ExternalURL)
+		if err != nil {
+			return nil, fmt.Errorf("alerting: external URL %q: %w", opts.ExternalURL, err)
+		}
+		opts.Config.tmpl.ExternalURL = u
+	}
+	p := &Pipeline{
+		opts:    opts,
+		log:     opts.Logger,
+		metrics: newPipelineMetrics(opts.Metrics),
+		cfg:     opts.Config,
+		alerts:  map[model.Fingerprint]*types.Alert{},
+		groups:  map[groupID]*aggrGroup{},
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	var err error
+	if p.silences, err = openSilences(opts.Log, opts.SilenceRetention); err != nil {
+		return nil, err
+	}
+	if p.outbox, err = openOutbox(p); err != nil {
+		return nil, err
+	}
+	p.outbox.reconfigure(p.cfg)
+	p.wg.Add(1)
+	go p.maintenance()
+	return p, nil
+}
+
+// Silences is the pipeline's silence store (for the HTTP API).
+func (p *Pipeline) Silences() *Silences { return p.silences }
+
+// Send hands alerts to the pipeline: each is merged with what is known of the same
+// alert (by label set) as Alertmanager merges alerts posted to it, then routed into
+// its aggregation groups. A firing alert (zero EndsAt) resolves by itself after
+// global.resolve_timeout unless sent again. Send never blocks on delivery; re-sending
+// an alert is harmless. It fails only for invalid alerts (each is skipped, the others
+// are taken) or after Close.
+func (p *Pipeline) Send(ctx context.Context, as []Alert) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("alerting: pipeline is closed")
+	}
+	var errs []error
+	for i := range as {
+		a, err := p.toAMAlert(&as[i], now)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fp := a.Fingerprint()
+		if old, ok := p.alerts[fp]; ok {
+			// Merge if the activity ranges overlap, as Alertmanager's provider does.
+			if (a.EndsAt.After(old.StartsAt) && a.EndsAt.Before(old.EndsAt)) ||
+				(a.StartsAt.After(old.StartsAt) && a.StartsAt.Before(old.EndsAt)) {
+				a = old.Merge(a)
+			}
+		}
+		p.alerts[fp] = a
+		p.metrics.received.Inc()
+		p.routeLocked(a, now)
+	}
+	if len(errs) > 0 {
+		p.metrics.invalid.Add(len(errs))
+		return fmt.Errorf("alerting: %d of %d alerts rejected: %w", len(errs), len(as), errors.Join(errs...))
+	}
+	return nil
+}
+
+// toAMAlert converts a rules alert into Alertmanager's form, as Alertmanager's API
+// does on POST /api/v2/alerts: empty labels dropped, StartsAt defaulted, a zero
+// EndsAt replaced by now + resolve_timeout with Timeout set.
+func (p *Pipeline) toAMAlert(in *Alert, now time.Time) (*types.Alert, error) {
+	a := &types.Alert{UpdatedAt: now}
+	a.Labels = make(model.LabelSet, in.Labels.Len())
+	in.Labels.Range(func(l labels.Label) {
+		if l.Value != "" {
+			a.Labels[model.LabelName(l.Name)] = model.LabelValue(l.Value)
+		}
+	})
+	a.Annotations = make(model.LabelSet, in.Annotations.Len())
+	in.Annotations.Range(func(l labels.Label) {
+		a.Annotations[model.LabelName(l.Name)] = model.LabelValue(l.Value)
+	})
+	a.StartsAt, a.EndsAt, a.GeneratorURL = in.StartsAt, in.EndsAt, in.GeneratorURL
+	if a.StartsAt.IsZero() {
+		if a.EndsAt.IsZero() {
+			a.StartsAt = now
+		} else {
+			a.StartsAt = a.EndsAt
+		}
+	}
+	if a.EndsAt.IsZero() {
+		a.Timeout = true
+		a.EndsAt = now.Add(p.cfg.resolveTimeout)
+	}
+	if err := a.Validate(); err != nil {
+		return nil, fmt.Errorf("alert %s: %w", a.Labels, err)
+	}
+	return a, nil
+}
+
+// Reload switches to a new configuration as Alertmanager does: every aggregation
+// group is dropped and rebuilt from the known alerts under the new route tree (the
+// notification log keeps what was already sent, so nothing is repeated), and the
+// senders pick up the new receivers. Notifications already in the outbox are still
+// delivered, with their integration's new settings if it still exists, else its old ones.
+func (p *Pipeline) Reload(cfg *Config) error {
+	if cfg == nil {
+		return errors.New("alerting: nil config")
+	}
+	if p.opts.ExternalURL != "" {
+		cfg.tmpl.ExternalURL = p.cfg.tmpl.ExternalURL
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return errors.New("alerting: pipeline is closed")
+	}
+	old := p.groups
+	p.groups = map[groupID]*aggrGroup{}
+	p.cfg = cfg
+	for _, g := range old {
+		g.stop()
+	}
+	now := time.Now()
+	for _, a := range p.alerts {
+		p.routeLocked(a, now)
+	}
+	p.mu.Unlock()
+	p.outbox.reconfigure(cfg)
+	return nil
+}
+
+// Close stops the groups and the senders. Notifications not yet delivered stay in
+// the outbox and are delivered after the next New on the same log.
+func (p *Pipeline) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	for _, g := range p.groups {
+		g.stop()
+	}
+	p.groups = map[groupID]*aggrGroup{}
+	p.mu.Unlock()
+	p.cancel()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("alerting: close: %w", ctx.Err())
+	}
+}
+
+// config returns the configuration in force.
+func (p *Pipeline) config() *Config {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg
+}
+
+// maintenance garbage-collects alerts resolved and no longer in any group, expired
+// silences past their retention, and old notification-log entries.
+func (p *Pipeline) maintenance() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.opts.MaintenanceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case now := <-t.C:
+			p.gcAlerts(now)
+			if err := p.silences.gc(p.ctx, now); err != nil && p.ctx.Err() == nil {
+				p.log.Warn("silence garbage collection", "err", err)
+			}
+			if err := p.outbox.gcNflog(p.ctx, now); err != nil && p.ctx.Err() == nil {
+				p.log.Warn("notification log garbage collection", "err", err)
+			}
+		}
+	}
+}
+
+// gcAlerts forgets alerts that resolved more than a resolve_timeout ago and that no
+// group holds any more.
+func (p *Pipeline) gcAlerts(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	held := map[model.Fingerprint]bool{}
+	for _, g := range p.groups {
+		g.mu.Lock()
+		for fp := range g.alerts {
+			held[fp] = true
+		}
+		g.mu.Unlock()
+	}
+	for fp, a := range p.alerts {
+		if a.ResolvedAt(now.Add(-p.cfg.resolveTimeout)) && !held[fp] {
+			delete(p.alerts, fp)
+		}
+	}
+}
+
+// snapshotAlerts returns the known alerts for inhibition.
+func (p *Pipeline) snapshotAlerts() map[model.Fingerprint]*types.Alert {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := make(map[model.Fingerprint]*types.Alert, len(p.alerts))
+	for fp, a := range p.alerts {
+		m[fp] = a
+	}
+	return m
+}
