@@ -85,6 +85,8 @@ type outbox struct {
 func openOutbox(p *Pipeline) (*outbox, error) {
 	t, err := p.opts.Log.Topic(OutboxTopic, logcore.TopicConfig{
 		Partitions: 1, Compacted: true, SegmentBytes: 8 << 20, TombstoneRetention: 24 * time.Hour,
+		// Never delete by size: undelivered notifications must stay.
+		RetentionBytes: 1 << 50,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("alerting: open topic %s: %w", OutboxTopic, err)

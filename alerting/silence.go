@@ -85,7 +85,7 @@ type silenceEntry struct {
 }
 
 func openSilences(l logcore.Log, retention time.Duration) (*Silences, error) {
-	t, err := l.Topic(SilencesTopic, logcore.TopicConfig{Partitions: 1, Compacted: true, SegmentBytes: 4 << 20, TombstoneRetention: 24 * time.Hour})
+	t, err := l.Topic(SilencesTopic, logcore.TopicConfig{Partitions: 1, Compacted: true, SegmentBytes: 4 << 20, TombstoneRetention: 24 * time.Hour, RetentionBytes: 1 << 50})
 	if err != nil {
 		return nil, fmt.Errorf("alerting: open topic %s: %w", SilencesTopic, err)
 	}
