@@ -41,7 +41,7 @@ func DecodeWriteV1(b *Batch, buf []byte) (DecodeStats, error) {
 			if err := wantType(field, wt, wireLen); err != nil {
 				return st, decodeErr("WriteRequest", err)
 			}
-			if err := checkMessage(data); err != nil {
+			if err := checkMetadataV1(data); err != nil {
 				return st, decodeErr("WriteRequest.metadata", err)
 			}
 			st.Metadata++
@@ -55,11 +55,22 @@ func decodeErr(where string, err error) *RequestError {
 	return Reject(ReasonDecode, "cannot parse protobuf %s: %v", where, err)
 }
 
-// checkMessage checks that b is a well-formed sequence of fields.
-func checkMessage(b []byte) error {
+// checkMetadataV1 checks a prompb.MetricMetadata: type (1) a varint; family name (2),
+// help (4) and unit (5) length-delimited.
+func checkMetadataV1(b []byte) error {
 	r := pbReader{b: b}
 	for !r.done() {
-		if _, _, _, _, err := r.next(); err != nil {
+		field, wt, _, _, err := r.next()
+		if err != nil {
+			return err
+		}
+		switch field {
+		case 1:
+			err = wantType(field, wt, wireVarint)
+		case 2, 4, 5:
+			err = wantType(field, wt, wireLen)
+		}
+		if err != nil {
 			return err
 		}
 	}
