@@ -80,18 +80,21 @@ type logMetrics struct {
 	appendErrors    *metrics.Counter
 	deletedSegments *metrics.Counter
 	compactions     *metrics.Counter
-	set             *metrics.Set
+	// recoveryScannedBytes counts the segment bytes open scanned batch by batch.
+	recoveryScannedBytes *metrics.Counter
+	set                  *metrics.Set
 }
 
 func newLogMetrics(set *metrics.Set) *logMetrics {
 	return &logMetrics{
-		appendedBytes:   set.GetOrCreateCounter("vigil_log_appended_bytes_total"),
-		appendedRecords: set.GetOrCreateCounter("vigil_log_appended_records_total"),
-		fsyncs:          set.GetOrCreateCounter("vigil_log_fsyncs_total"),
-		appendErrors:    set.GetOrCreateCounter("vigil_log_append_errors_total"),
-		deletedSegments: set.GetOrCreateCounter("vigil_log_retention_deleted_segments_total"),
-		compactions:     set.GetOrCreateCounter("vigil_log_compactions_total"),
-		set:             set,
+		appendedBytes:        set.GetOrCreateCounter("vigil_log_appended_bytes_total"),
+		appendedRecords:      set.GetOrCreateCounter("vigil_log_appended_records_total"),
+		fsyncs:               set.GetOrCreateCounter("vigil_log_fsyncs_total"),
+		appendErrors:         set.GetOrCreateCounter("vigil_log_append_errors_total"),
+		deletedSegments:      set.GetOrCreateCounter("vigil_log_retention_deleted_segments_total"),
+		compactions:          set.GetOrCreateCounter("vigil_log_compactions_total"),
+		recoveryScannedBytes: set.GetOrCreateCounter("vigil_log_recovery_scanned_bytes_total"),
+		set:                  set,
 	}
 }
 

@@ -236,8 +236,8 @@ func FuzzParseIndex(f *testing.F) {
 		if len(idx) > 0 {
 			// Lookups land on an entry's position or the header end.
 			for _, rel := range []uint32{0, idx[0].rel, idx[len(idx)-1].rel, math.MaxUint32} {
-				pos := lookupIndex(idx, rel)
-				if pos != segmentHeaderSize && (pos < int64(idx[0].pos) || pos > int64(idx[len(idx)-1].pos)) {
+				e := lookupIndex(idx, rel)
+				if pos := int64(e.pos); e.rel > rel || pos != segmentHeaderSize && (pos < int64(idx[0].pos) || pos > int64(idx[len(idx)-1].pos)) {
 					t.Fatalf("lookup(%d) = %d, not an entry", rel, pos)
 				}
 			}

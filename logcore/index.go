@@ -83,14 +83,14 @@ func appendTimeEntry(b []byte, e timeEntry) []byte {
 	return binary.LittleEndian.AppendUint32(b, e.rel)
 }
 
-// lookupIndex returns the position of the last indexed batch starting at or before
-// relative offset rel, or the end of the segment header if there is none.
-func lookupIndex(idx []indexEntry, rel uint32) int64 {
+// lookupIndex returns the last index entry at or before relative offset rel, or
+// {0, end of the segment header} if there is none.
+func lookupIndex(idx []indexEntry, rel uint32) indexEntry {
 	i := sort.Search(len(idx), func(i int) bool { return idx[i].rel > rel })
 	if i == 0 {
-		return segmentHeaderSize
+		return indexEntry{rel: 0, pos: segmentHeaderSize}
 	}
-	return int64(idx[i-1].pos)
+	return idx[i-1]
 }
 
 // lookupTimeIndex returns the relative offset from which a scan for the first record

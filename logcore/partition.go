@@ -140,16 +140,18 @@ func (pt *partition) load() error {
 	for i, base := range bases {
 		last := i == len(bases)-1
 		s, size, err := openSegmentFile(pt.dir, base)
-		if errors.Is(err, errBadHeader) && last {
-			// A roll that crashed before its header reached the disk: nothing was
-			// acknowledged in this segment.
-			pt.logger().Warn("recreating active segment with a bad header", "base", base, "err", err)
-			s, err = createSegment(pt.dir, base, pt.log.nowMs())
-			if err != nil {
+		if errors.Is(err, errBadHeader) {
+			// A roll that crashed before its header reached the disk (nothing was
+			// acknowledged in the segment), or a damaged header in front of batches that
+			// carry their own checksums: write a fresh header and check the batches.
+			pt.logger().Warn("rewriting a bad segment header", "base", base, "err", err)
+			if err := rewriteSegmentHeader(pt.dir, base, pt.log.nowMs()); err != nil {
 				return err
 			}
-			pt.segs = append(pt.segs, s)
-			continue
+			if err := removeIndexFiles(pt.dir, base); err != nil {
+				return err
+			}
+			s, size, err = openSegmentFile(pt.dir, base)
 		}
 		if err != nil {
 			return err
@@ -170,6 +172,7 @@ func (pt *partition) load() error {
 // loadClosed checks a closed segment's indexes, which must end at its last batch, and
 // rebuilds them by a full scan when they do not.
 func (pt *partition) loadClosed(s *segment, size int64) error {
+	s.sealed.Store(true)
 	idx, tidx, err := s.readIndexFiles(size)
 	if err != nil {
 		return err
@@ -204,9 +207,14 @@ func (pt *partition) loadClosed(s *segment, size int64) error {
 
 // recoverActive finds the last index entry of the active segment that points at a
 // valid batch (and has its time entry), and scans the log from there to its end,
-// truncating at the first torn or corrupt batch.
+// truncating at the first torn or corrupt batch. Every index entry it keeps is checked
+// first with one header read: it must name the batch that starts at its position.
 func (pt *partition) recoverActive(s *segment, size int64) error {
 	idx, tidx, err := s.readIndexFiles(size)
+	if err != nil {
+		return err
+	}
+	idx, tidx, err = checkIndexEntries(s, idx, tidx, size)
 	if err != nil {
 		return err
 	}
@@ -237,9 +245,41 @@ func (pt *partition) recoverActive(s *segment, size int64) error {
 	return s.rewriteIndexes()
 }
 
+// checkIndexEntries returns the longest prefix of the index whose every entry points
+// at a batch header naming the entry's offset, and the time entries that name those
+// entries' batches (with a timestamp no lower than the batch's own maximum).
+func checkIndexEntries(s *segment, idx []indexEntry, tidx []timeEntry, size int64) ([]indexEntry, []timeEntry, error) {
+	var hb [batchHeaderSize]byte
+	maxTS := make(map[uint32]int64, len(idx))
+	for i, e := range idx {
+		if int64(e.pos)+batchHeaderSize > size {
+			idx = idx[:i]
+			break
+		}
+		if _, err := s.f.ReadAt(hb[:], int64(e.pos)); err != nil {
+			return nil, nil, fmt.Errorf("cannot read batch header at %d: %w", e.pos, err)
+		}
+		h, err := parseBatchHeader(hb[:])
+		if err != nil || h.baseOffset != s.base+int64(e.rel) || int64(e.pos)+h.size() > size {
+			idx = idx[:i]
+			break
+		}
+		maxTS[e.rel] = h.maxTS
+	}
+	for j, e := range tidx {
+		m, ok := maxTS[e.rel]
+		if !ok || e.ts < m {
+			tidx = tidx[:j]
+			break
+		}
+	}
+	return idx, tidx, nil
+}
+
 // scanTail scans s from pos (where a batch with base offset expect starts) to size,
 // noting every good batch in the indexes, and truncates the file at the first bad one.
 func (pt *partition) scanTail(s *segment, pos, size, expect int64) error {
+	pt.log.metrics.recoveryScannedBytes.Add(int(size - pos))
 	bs := newBatchScanner(s.f, 1<<20)
 	strict := !pt.topic.config().Compacted
 	var bad error
@@ -402,7 +442,13 @@ func (pt *partition) commit(group []*appendReq) {
 			}
 			if pt.failed == nil {
 				if err := pt.roll(); err != nil {
-					pt.fail(fmt.Errorf("append to %s: roll: %w", pt.name, err))
+					err = fmt.Errorf("append to %s: roll to a new segment: %w", pt.name, err)
+					var re *rollError
+					if !errors.As(err, &re) {
+						pt.fail(err)
+					}
+					r.finish(-1, err)
+					continue
 				}
 			}
 			if pt.failed != nil {
@@ -514,8 +560,17 @@ func (pt *partition) roll() error {
 	}
 	s, err := createSegment(pt.dir, old.next.Load(), pt.log.nowMs())
 	if err != nil {
-		return err
+		// Nothing is lost: the old segment stays active and synced. Undo the new
+		// segment's files and go on writing the old one's indexes.
+		for _, ext := range []string{logExt, indexExt, timeIndexExt} {
+			os.Remove(segmentPath(pt.dir, old.next.Load(), ext))
+		}
+		if ierr := old.openIndexFiles(false); ierr != nil {
+			pt.logger().Warn("cannot reopen index files after a failed roll", "err", ierr)
+		}
+		return &rollError{err}
 	}
+	old.sealed.Store(true)
 	pt.mu.Lock()
 	pt.segs = append(pt.segs, s)
 	pt.mu.Unlock()
@@ -523,6 +578,13 @@ func (pt *partition) roll() error {
 	pt.dirty = false
 	return nil
 }
+
+// rollError is a roll that failed to create the new segment: the append fails, but the
+// old segment is intact and stays active, so the partition is not failed.
+type rollError struct{ err error }
+
+func (e *rollError) Error() string { return e.err.Error() }
+func (e *rollError) Unwrap() error { return e.err }
 
 // shutdown runs on the writer when the queue is closed: it syncs and closes the active
 // segment's files.
@@ -631,7 +693,7 @@ func (pt *partition) read(offset int64, maxBytes int, dst []Record, buf []byte) 
 			return dst, buf, end, err
 		}
 		var next int64
-		dst, buf, next, err = s.read(offset, maxBytes, dst, buf, pt.log.opts.IndexIntervalBytes)
+		dst, buf, next, err = s.read(offset, maxBytes, dst, buf, pt.log.opts.IndexIntervalBytes, !pt.topic.config().Compacted, pt.logger())
 		segNext := s.next.Load()
 		s.release()
 		if err != nil {
@@ -662,10 +724,30 @@ func (pt *partition) nextBase(base int64) int64 {
 }
 
 // read reads the batches of s holding offsets from offset on, up to about maxBytes,
-// at least one batch if there is one.
-func (s *segment) read(offset int64, maxBytes int, dst []Record, buf []byte, interval int64) ([]Record, []byte, int64, error) {
+// at least one batch if there is one. Every batch it passes is checked against the
+// offsets expected from the index entry it started at: in a strict (not compacted)
+// topic each batch starts where the previous one ended; in a compacted one offsets only
+// grow. A sealed segment whose index entry does not match the log gets its indexes
+// rebuilt and the read is retried.
+func (s *segment) read(offset int64, maxBytes int, dst []Record, buf []byte, interval int64, strict bool, logger *slog.Logger) ([]Record, []byte, int64, error) {
+	n := len(dst)
+	dst, buf, next, err := s.readFrom(offset, maxBytes, dst, buf, interval, strict)
+	if errors.Is(err, errIndexMismatch) {
+		if rerr := s.repairIndex(interval, logger); rerr != nil {
+			return dst[:n], buf, offset, fmt.Errorf("%w: %v (%v)", ErrCorrupt, err, rerr)
+		}
+		dst, buf, next, err = s.readFrom(offset, maxBytes, dst[:n], buf, interval, strict)
+		if errors.Is(err, errIndexMismatch) {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+	}
+	return dst, buf, next, err
+}
+
+func (s *segment) readFrom(offset int64, maxBytes int, dst []Record, buf []byte, interval int64, strict bool) ([]Record, []byte, int64, error) {
 	limit := s.size.Load()
-	pos := s.lookup(offset)
+	pos, expect := s.lookup(offset)
+	indexed := pos != segmentHeaderSize
 	next := offset
 	taken := 0
 	for pos < limit && len(dst) == 0 {
@@ -681,12 +763,20 @@ func (s *segment) read(offset int64, maxBytes int, dst []Record, buf []byte, int
 		off := int64(0)
 		for off+batchHeaderSize <= want && taken < maxBytes {
 			h, err := parseBatchHeader(chunk[off:])
+			if err == nil && (h.baseOffset < expect || (strict && h.baseOffset != expect)) {
+				err = fmt.Errorf("%w: batch at position %d has offset %d, want %d", ErrCorrupt, pos+off, h.baseOffset, expect)
+			}
 			if err != nil {
+				if indexed {
+					return dst, buf, next, fmt.Errorf("%w: segment %d position %d: %v", errIndexMismatch, s.base, pos+off, err)
+				}
 				return dst, buf, next, fmt.Errorf("position %d: %w", pos+off, err)
 			}
-			if h.lastOffset() < offset {
-				off += h.size()
-				continue
+			if indexed && h.baseOffset != expect {
+				return dst, buf, next, fmt.Errorf("%w: segment %d position %d holds offset %d, index says %d", errIndexMismatch, s.base, pos+off, h.baseOffset, expect)
+			}
+			if pos+off+h.size() > limit {
+				return dst, buf, next, fmt.Errorf("%w: batch at position %d overruns the segment", ErrCorrupt, pos+off)
 			}
 			var b []byte
 			if off+h.size() <= want {
@@ -695,13 +785,22 @@ func (s *segment) read(offset int64, maxBytes int, dst []Record, buf []byte, int
 				break
 			} else {
 				// The first batch does not fit: read it alone.
-				if pos+off+h.size() > limit {
-					return dst, buf, next, fmt.Errorf("%w: batch at position %d overruns the segment", ErrCorrupt, pos+off)
-				}
 				b = make([]byte, h.size())
 				if _, err := s.f.ReadAt(b, pos+off); err != nil {
 					return dst, buf, next, err
 				}
+			}
+			if indexed {
+				// The indexed batch must check out too; after it, damage is corruption.
+				if err := checkBatch(&h, b); err != nil {
+					return dst, buf, next, fmt.Errorf("%w: %v", errIndexMismatch, err)
+				}
+				indexed = false
+			}
+			expect = h.lastOffset() + 1
+			if h.lastOffset() < offset {
+				off += h.size()
+				continue
 			}
 			if err := checkBatch(&h, b); err != nil {
 				return dst, buf, next, err
@@ -746,39 +845,73 @@ func (pt *partition) offsetForTime(ts int64) (int64, error) {
 			s.release()
 		}
 	}()
-	var recs []Record
+	strict := !pt.topic.config().Compacted
 	for _, s := range segs {
 		if s.maxTS.Load() < ts {
 			continue
 		}
-		s.mu.RLock()
-		rel := lookupTimeIndex(s.tidx, ts)
-		s.mu.RUnlock()
-		pos := s.lookup(s.base + int64(rel))
-		limit := s.size.Load()
-		bs := newBatchScanner(s.f, 256<<10)
-		for pos < limit {
-			h, b, err := bs.next(pos, limit)
-			if err != nil {
-				return 0, fmt.Errorf("offset for time %d in %s: %w", ts, pt.name, err)
+		off, found, err := s.offsetForTime(ts, strict)
+		if errors.Is(err, errIndexMismatch) {
+			if err = s.repairIndex(pt.log.opts.IndexIntervalBytes, pt.logger()); err == nil {
+				off, found, err = s.offsetForTime(ts, strict)
 			}
-			pos += h.size()
-			if h.maxTS < ts {
-				continue
+			if errors.Is(err, errIndexMismatch) {
+				err = fmt.Errorf("%w: %v", ErrCorrupt, err)
 			}
-			payload, _, err := batchPayload(&h, b, nil)
-			if err == nil {
-				recs, err = decodeRecords(&h, payload, recs[:0], 0)
-			}
-			if err != nil {
-				return 0, fmt.Errorf("offset for time %d in %s: %w", ts, pt.name, err)
-			}
-			for _, r := range recs {
-				if r.Timestamp >= ts {
-					return r.Offset, nil
-				}
-			}
+		}
+		if err != nil {
+			return 0, fmt.Errorf("offset for time %d in %s: %w", ts, pt.name, err)
+		}
+		if found {
+			return off, nil
 		}
 	}
 	return end, nil
+}
+
+// offsetForTime returns the first offset of s whose record has a timestamp at or after
+// ts, and whether there is one.
+func (s *segment) offsetForTime(ts int64, strict bool) (int64, bool, error) {
+	s.mu.RLock()
+	rel := lookupTimeIndex(s.tidx, ts)
+	s.mu.RUnlock()
+	pos, expect := s.lookup(s.base + int64(rel))
+	indexed := pos != segmentHeaderSize
+	limit := s.size.Load()
+	bs := newBatchScanner(s.f, 256<<10)
+	var recs []Record
+	for pos < limit {
+		h, b, err := bs.next(pos, limit)
+		if err == nil && (h.baseOffset < expect || (strict && h.baseOffset != expect)) {
+			err = fmt.Errorf("%w: batch at position %d has offset %d, want %d", ErrCorrupt, pos, h.baseOffset, expect)
+		}
+		if err != nil {
+			if indexed && errors.Is(err, ErrCorrupt) {
+				err = fmt.Errorf("%w: %v", errIndexMismatch, err)
+			}
+			return 0, false, err
+		}
+		if indexed && h.baseOffset != expect {
+			return 0, false, fmt.Errorf("%w: segment %d position %d holds offset %d, index says %d", errIndexMismatch, s.base, pos, h.baseOffset, expect)
+		}
+		indexed = false
+		pos += h.size()
+		expect = h.lastOffset() + 1
+		if h.maxTS < ts {
+			continue
+		}
+		payload, _, err := batchPayload(&h, b, nil)
+		if err == nil {
+			recs, err = decodeRecords(&h, payload, recs[:0], 0)
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		for _, r := range recs {
+			if r.Timestamp >= ts {
+				return r.Offset, true, nil
+			}
+		}
+	}
+	return 0, false, nil
 }

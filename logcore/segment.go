@@ -44,6 +44,11 @@ type segment struct {
 	idx  []indexEntry
 	tidx []timeEntry
 
+	// sealed is set once the segment is closed (no longer written); only then may a
+	// reader rebuild its indexes (repairIndex, serialised by repairMu).
+	sealed   atomic.Bool
+	repairMu sync.Mutex
+
 	// refs counts the partition's own reference plus readers in flight; the file is
 	// closed when it drops to zero.
 	refs atomic.Int32
@@ -133,6 +138,39 @@ func openSegmentFile(dir string, base int64) (*segment, int64, error) {
 }
 
 var errBadHeader = errors.New("bad segment header")
+
+// rewriteSegmentHeader writes a fresh header (magic, version, base from the file name,
+// created at createdMs) over the first bytes of a segment file and syncs it.
+func rewriteSegmentHeader(dir string, base, createdMs int64) error {
+	path := segmentPath(dir, base, logExt)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("cannot repair header: %w", err)
+	}
+	defer f.Close()
+	var hdr [segmentHeaderSize]byte
+	copy(hdr[:], segmentMagic)
+	hdr[4] = segmentVersion
+	binary.LittleEndian.PutUint64(hdr[8:], uint64(base))
+	binary.LittleEndian.PutUint64(hdr[16:], uint64(createdMs))
+	if _, err := f.WriteAt(hdr[:], 0); err != nil {
+		return fmt.Errorf("cannot repair header of %s: %w", path, err)
+	}
+	if err := fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("cannot sync %s: %w", path, err)
+	}
+	return nil
+}
+
+// removeIndexFiles deletes a segment's index files, so that open rebuilds them.
+func removeIndexFiles(dir string, base int64) error {
+	for _, ext := range []string{indexExt, timeIndexExt} {
+		if err := os.Remove(segmentPath(dir, base, ext)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("cannot remove index: %w", err)
+		}
+	}
+	return nil
+}
 
 func (s *segment) openIndexFiles(truncate bool) error {
 	flags := os.O_RDWR | os.O_CREATE
@@ -281,19 +319,93 @@ func (s *segment) release() {
 	}
 }
 
-// lookup returns the position of the batch to start scanning from for offset off.
-func (s *segment) lookup(off int64) int64 {
+// lookup returns the position of the batch to start scanning from for offset off, and
+// the base offset the index says that batch has (the segment's base at the header end).
+func (s *segment) lookup(off int64) (pos, batchBase int64) {
 	rel := off - s.base
 	if rel <= 0 {
-		return segmentHeaderSize
+		return segmentHeaderSize, s.base
 	}
 	if rel > math.MaxUint32 {
 		rel = math.MaxUint32
 	}
 	s.mu.RLock()
-	pos := lookupIndex(s.idx, uint32(rel))
+	e := lookupIndex(s.idx, uint32(rel))
 	s.mu.RUnlock()
-	return pos
+	return int64(e.pos), s.base + int64(e.rel)
+}
+
+// errIndexMismatch says that an index entry does not point at the batch it names.
+var errIndexMismatch = errors.New("index entry does not match the log")
+
+// repairIndex rebuilds the in-memory indexes of a sealed (closed) segment by scanning
+// it, after a lookup found an entry that does not match the log, and rewrites its index
+// files. Only closed segments loaded from disk can hold such entries: the active
+// segment's entries are all checked at open, and entries made in memory are right.
+func (s *segment) repairIndex(interval int64, logger interface{ Warn(string, ...any) }) error {
+	if !s.sealed.Load() {
+		return fmt.Errorf("%w: active segment %d", errIndexMismatch, s.base)
+	}
+	s.repairMu.Lock()
+	defer s.repairMu.Unlock()
+	limit := s.size.Load()
+	idx, tidx, err := buildIndexes(s.f, s.base, limit, interval)
+	if err != nil {
+		return fmt.Errorf("rebuild index of segment %d: %w", s.base, err)
+	}
+	logger.Warn("rebuilt an index that did not match its segment", "segment", s.base, "entries", len(idx))
+	s.mu.Lock()
+	s.idx, s.tidx = idx, tidx
+	s.mu.Unlock()
+	var ib, tb []byte
+	for _, e := range idx {
+		ib = appendIndexEntry(ib, e)
+	}
+	for _, e := range tidx {
+		tb = appendTimeEntry(tb, e)
+	}
+	// The files only speed up the next open; a failure here is not a read failure.
+	if err := writeFileAtomic(segmentPath(s.dir, s.base, timeIndexExt), tb); err != nil {
+		logger.Warn("cannot rewrite time index", "segment", s.base, "err", err)
+	} else if err := writeFileAtomic(segmentPath(s.dir, s.base, indexExt), ib); err != nil {
+		logger.Warn("cannot rewrite index", "segment", s.base, "err", err)
+	}
+	return nil
+}
+
+// buildIndexes scans the batches of a segment file from its header to limit and
+// returns indexes with an entry at least every interval bytes and one for the last
+// batch. It stops quietly at the first batch that does not check out.
+func buildIndexes(f *os.File, base, limit, interval int64) ([]indexEntry, []timeEntry, error) {
+	var idx []indexEntry
+	var tidx []timeEntry
+	bs := newBatchScanner(f, 1<<20)
+	runMax := int64(math.MinInt64)
+	lastIdxPos := int64(segmentHeaderSize)
+	for pos := int64(segmentHeaderSize); pos < limit; {
+		h, _, err := bs.next(pos, limit)
+		if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				break
+			}
+			return nil, nil, err
+		}
+		if h.lastOffset()-base > math.MaxUint32 || h.baseOffset < base {
+			break
+		}
+		runMax = max(runMax, h.maxTS)
+		end := pos + h.size()
+		if pos-lastIdxPos >= interval || len(idx) == 0 || end >= limit {
+			e := indexEntry{rel: uint32(h.baseOffset - base), pos: uint32(pos)}
+			if len(idx) == 0 || e.rel > idx[len(idx)-1].rel {
+				idx = append(idx, e)
+				tidx = append(tidx, timeEntry{ts: runMax, rel: e.rel})
+				lastIdxPos = pos
+			}
+		}
+		pos = end
+	}
+	return idx, tidx, nil
 }
 
 // batchScanner reads the batches of a segment in order through a reused buffer. The
