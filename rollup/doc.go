@@ -1,0 +1,56 @@
+// Package rollup is Vigil's streaming aggregation engine: it turns the samples topic
+// into windowed aggregates ("rollups") with event-time windows, watermarks, lateness
+// and exactly-once checkpoints. It is a library: no flags, no globals, no HTTP;
+// cmd/vigil builds an Engine from the config and wires its outputs.
+//
+// # Model
+//
+// A rollup matches series with a PromQL selector, groups them by (or without) labels,
+// and computes its outputs over tumbling windows [k·interval, (k+1)·interval) of
+// sample timestamps. Output series are named as VictoriaMetrics stream aggregation
+// names them: <metric>:<interval>[_by_<labels>|_without_<labels>]_<output>, the label
+// lists sorted and joined with "_", e.g. http_requests_total:5s_by_code_service_rate_sum;
+// they keep the group's labels, and their samples carry the window's end timestamp.
+//
+// Each input partition is aggregated by its own goroutine with its own state. Its
+// watermark, per rollup, is the newest sample timestamp it has seen minus the rollup's
+// lateness; a window whose end the watermark has passed is sealed in that partition,
+// and a later sample for it is late (vigil_rollup_late_samples_total) and dropped.
+// A partition with no unread input moves its watermark to the wall clock minus
+// lateness, so quiet streams still close their windows. A window is emitted when every
+// partition has sealed it: the coordinator merges the partitions' partial states in
+// partition order and flushes the outputs.
+//
+// # Exactly once
+//
+// Every emitted window is first appended to the rollups topic (partition 0; record
+// format in result.go), then written to the query store, then passed to the OnResult
+// and OnWindowClosed callbacks. Every CheckpointInterval the engine takes a
+// consistent cut (a barrier: each partition snapshots between batches and pauses until
+// the coordinator has snapshot too) and writes it to CheckpointDir/checkpoint together
+// with each partition's input offset and the rollups topic's end offset.
+//
+// On start the engine restores the checkpoint, reads the rollups topic from the
+// recorded offset to mark the windows emitted since (they are re-written to the query
+// store, which ignores identical samples, and never emitted again), and replays each
+// partition from its checkpointed offset. Because a partition's sealing depends only
+// on its own input order, the replay recomputes the same state and every window is
+// emitted exactly once with the values of a run that never crashed. One exception: a
+// window closed by the wall clock on an idle partition is still emitted exactly once,
+// but input that reached the log after that close and before a crash may be counted
+// differently on replay (it was late in the first run).
+//
+// # Checkpoint file
+//
+//	magic "VGRLCKP1" | crc32c(body) uint32 LE | len(body) uint64 LE | body (gob checkpointData)
+//
+// written to checkpoint.tmp, fsynced, renamed over checkpoint, directory fsynced. A
+// corrupt checkpoint is reported and ignored (the engine starts from the retained log).
+//
+// # Memory
+//
+// Per group and open window a partition keeps a 72-byte accumulator (count, sum, min,
+// max, last, Welford mean and M2) in a slice indexed by group id; outputs that need
+// more (count_series, counter outputs, quantiles, histogram_bucket) add an extension.
+// Series and groups silent for longer than any rollup keeps state are dropped.
+package rollup
