@@ -182,9 +182,7 @@ func (s *Silences) List(now time.Time, filter amlabels.Matchers) []Silence {
 		if !matchersContain(e.matchers, filter) {
 			continue
 		}
-		c := e.s
-		c.Status.State = state(&c, now)
-		out = append(out, c)
+		out = append(out, e.view(now))
 	}
 	s.mu.RUnlock()
 	rank := map[string]int{SilenceStateActive: 0, SilenceStatePending: 1, SilenceStateExpired: 2}
@@ -228,9 +226,20 @@ func (s *Silences) Get(id string, now time.Time) (Silence, error) {
 	if !ok {
 		return Silence{}, ErrSilenceNotFound
 	}
+	return e.view(now), nil
+}
+
+// view is the silence as the API shows it: its state at now, isEqual always present.
+func (e *silenceEntry) view(now time.Time) Silence {
 	c := e.s
 	c.Status.State = state(&c, now)
-	return c, nil
+	c.Matchers = make([]SilenceMatcher, len(e.s.Matchers))
+	for i, m := range e.s.Matchers {
+		eq := m.IsEqual == nil || *m.IsEqual
+		m.IsEqual = &eq
+		c.Matchers[i] = m
+	}
+	return c
 }
 
 // Set creates a silence, or updates the one with in.ID, as Alertmanager does: an

@@ -39,6 +39,7 @@ type server struct {
 	nats    *embeddedNATS
 	// natsClosed is closed when nc has closed (after a drain).
 	natsClosed chan struct{}
+	alerts     alertsHandle // the alerting pipeline (alerting.go); Send works before it starts
 
 	ready     atomic.Bool
 	reloadMu  sync.Mutex
@@ -65,7 +66,9 @@ type component struct {
 // components lists the pipeline's stages in start order: each may use what the ones
 // before it set on the server; they stop in reverse order.
 func (s *server) components() []component {
-	return []component{}
+	return []component{
+		{"alerting", startAlerting},
+	}
 }
 
 // onReload registers fn to be called with the new configuration on SIGHUP and
