@@ -181,7 +181,7 @@ func (pt *partition) loadClosed(s *segment, size int64) error {
 		s.size.Store(size)
 		return nil
 	}
-	if n := len(idx); n > 0 && len(tidx) > 0 && tidx[len(tidx)-1].rel == idx[n-1].rel {
+	if n := len(idx); n > 0 && sameRels(idx, tidx) {
 		bs := newBatchScanner(s.f, 64<<10)
 		pos := int64(idx[n-1].pos)
 		h, _, err := bs.next(pos, size)
@@ -203,6 +203,20 @@ func (pt *partition) loadClosed(s *segment, size int64) error {
 		return err
 	}
 	return s.syncAndCloseIndexes()
+}
+
+// sameRels reports whether the time index has exactly one entry per index entry, with
+// the same relative offsets, as the writer makes them.
+func sameRels(idx []indexEntry, tidx []timeEntry) bool {
+	if len(idx) != len(tidx) {
+		return false
+	}
+	for i := range idx {
+		if idx[i].rel != tidx[i].rel {
+			return false
+		}
+	}
+	return true
 }
 
 // recoverActive finds the last index entry of the active segment that points at a
@@ -874,6 +888,10 @@ func (pt *partition) offsetForTime(ts int64) (int64, error) {
 func (s *segment) offsetForTime(ts int64, strict bool) (int64, bool, error) {
 	s.mu.RLock()
 	rel := lookupTimeIndex(s.tidx, ts)
+	entryTS := int64(math.MaxInt64)
+	if i := sort.Search(len(s.tidx), func(i int) bool { return s.tidx[i].rel >= rel }); i < len(s.tidx) && s.tidx[i].rel == rel {
+		entryTS = s.tidx[i].ts
+	}
 	s.mu.RUnlock()
 	pos, expect := s.lookup(s.base + int64(rel))
 	indexed := pos != segmentHeaderSize
@@ -893,6 +911,10 @@ func (s *segment) offsetForTime(ts int64, strict bool) (int64, bool, error) {
 		}
 		if indexed && h.baseOffset != expect {
 			return 0, false, fmt.Errorf("%w: segment %d position %d holds offset %d, index says %d", errIndexMismatch, s.base, pos, h.baseOffset, expect)
+		}
+		if h.baseOffset == s.base+int64(rel) && h.maxTS > entryTS {
+			// The time entry claims less than the batch it names holds.
+			return 0, false, fmt.Errorf("%w: segment %d time entry %d says %d, batch holds %d", errIndexMismatch, s.base, rel, entryTS, h.maxTS)
 		}
 		indexed = false
 		pos += h.size()
