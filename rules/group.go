@@ -94,6 +94,35 @@ func (g *Group) LastEvaluation() (time.Time, time.Duration) {
 	return g.lastEvaluation, g.evaluationTime
 }
 
+// lastTimes returns the start and duration of the last evaluation, and the last slot
+// evaluated.
+func (g *Group) lastTimes() (time.Time, time.Duration, time.Time) {
+	g.statusMu.Lock()
+	defer g.statusMu.Unlock()
+	return g.lastEvaluation, g.evaluationTime, g.lastSlot
+}
+
+// mergeAlerts returns the alerts of a and b, b's copy winning for the same labels.
+func mergeAlerts(a, b []Alert) []Alert {
+	if len(b) == 0 {
+		return a
+	}
+	if len(a) == 0 {
+		return b
+	}
+	out := append([]Alert(nil), b...)
+	inB := make(map[uint64]struct{}, len(b))
+	for _, x := range b {
+		inB[x.Labels.Hash()] = struct{}{}
+	}
+	for _, x := range a {
+		if _, ok := inB[x.Labels.Hash()]; !ok {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 // slotOffset is the group's fixed offset within its interval, so that groups spread
 // their evaluations (Prometheus's EvalTimestamp).
 func (g *Group) slotOffset() time.Duration {
@@ -184,21 +213,25 @@ func (g *Group) evalRule(ctx context.Context, env *Env, mode evalMode, ts time.T
 			next = g.slotAtOrAfter(ts)
 		}
 		vec, tmplErr, err = r.eval(ctx, mode, g.queryOffset, ts, next, env.Query, env.ExternalURL, g.limit)
-		// Persist the state changes, then send: a crash in between re-sends after a
-		// restart rather than forgetting.
 		changedAlerts, deleted := r.takeChanges()
 		changed = len(changedAlerts) > 0 || len(deleted) > 0
-		if env.Persist != nil && changed {
-			if perr := env.Persist(ctx, g, r, changedAlerts, deleted); perr != nil && env.Logger != nil {
+		var sends []Alert
+		if err == nil {
+			sends = r.toSend(ts, env.ResendDelay, g.interval)
+		}
+		// Persist the state changes and the send times, then send: a crash in
+		// between sends at the next resend rather than paging twice, and a crash
+		// before persisting re-evaluates from the previous durable state.
+		if env.Persist != nil && (changed || len(sends) > 0) {
+			if perr := env.Persist(ctx, g, r, mergeAlerts(changedAlerts, sends), deleted); perr != nil && env.Logger != nil {
 				env.Logger.Error("persist alert state", "group", g.Key(), "rule", r.Name(), "err", perr)
 			}
 		}
-		if err != nil {
-			return changed
-		}
-		sends := r.toSend(ts, env.ResendDelay, g.interval)
 		if env.Notify != nil && len(sends) > 0 {
 			env.Notify(ctx, g, r, sends)
+		}
+		if err != nil {
+			return changed
 		}
 	case *RecordingRule:
 		if mode == modeArrival {
