@@ -1,0 +1,41 @@
+// Package store is Vigil's query store: the prometheus module's TSDB holding the raw
+// samples of the log's "samples" topic (and whatever later stages write through
+// Appendable), the PromQL engine over it, and the materializer that keeps it filled.
+//
+// # Durability: the log is the write-ahead log
+//
+// The TSDB runs with its own WAL disabled (tsdb.Options.WALSegmentSize < 0): every raw
+// sample is already durable in the log, so a second WAL would only double the write
+// cost. What is durable in the store is therefore exactly its persisted blocks; the
+// in-memory head is rebuilt after a restart by replaying the log.
+//
+// The materializer's consumer group ("materializer") commits a partition's offset only
+// past records whose every accepted sample is inside a persisted block:
+//
+//   - after each appender commit a worker notes a mark (next offset, newest accepted
+//     sample timestamp of the records since the previous mark);
+//   - a checkpoint takes the marks noted so far, runs the TSDB's head compaction (which,
+//     when it cuts a block, also compacts the out-of-order head) and, where needed, the
+//     out-of-order compaction alone, and then commits each partition up to the last mark
+//     before the first one whose newest sample is at or after the newest block's end.
+//     Samples older than that end were either in the in-order head when the block was
+//     cut, or in the out-of-order head when it was compacted: both are on disk.
+//   - a clean Stop cuts the rest of the head into blocks and commits every position.
+//
+// So a kill -9 loses nothing (the log still holds every record after the committed
+// offset and they are replayed into the head) and counts nothing twice: a replayed
+// sample already in a block is either refused as too old or stored again with the same
+// timestamp and value, and the TSDB's queriers merge series across blocks and the head
+// de-duplicating equal timestamps (storage.ChainedSeriesMerge).
+//
+// The cost is replay time: after a crash up to about 1.5 block durations of samples are
+// replayed (the head is cut into a block once it spans 1.5 × query.block_duration). A
+// replay advances all partitions in step by their records' log time, so that one
+// partition running ahead does not push the head's time past what the others may
+// still append (the TSDB refuses samples older than the head's newest minus half a block
+// duration, or the out-of-order window).
+//
+// Samples written through Appendable (recording rules, ALERTS, rollup outputs) do not
+// pass through the log: they are durable once a block holding them is cut, or on a clean
+// Stop. Their writers re-create them after a crash (rules re-evaluate, rollups replay).
+package store

@@ -1,0 +1,282 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+)
+
+// Options configure a Store. Zero values take the defaults noted on each field.
+type Options struct {
+	// Dir is the store's directory (<data_dir>/store); it is created if missing.
+	Dir string
+	// RawRetention deletes blocks whose newest sample is older than this (default 24h).
+	RawRetention time.Duration
+	// OutOfOrderWindow accepts samples this far behind the newest sample of the store
+	// (default 0: none).
+	OutOfOrderWindow time.Duration
+	// BlockDuration is the time range of the head block cut to disk (default 1h). The
+	// head is cut once it spans 1.5 block durations, which also bounds how much of the
+	// log a restart after a crash replays.
+	BlockDuration time.Duration
+	// QueryTimeout bounds one PromQL query (default 2m).
+	QueryTimeout time.Duration
+	// MaxSamples bounds the samples one query may hold in memory (default 50,000,000).
+	MaxSamples int
+	// MaxConcurrency bounds the queries that run at once; more wait (default 20).
+	MaxConcurrency int
+	// LookbackDelta is PromQL's lookback for instant vectors (default 5m).
+	LookbackDelta time.Duration
+	// Metrics receives the store's vigil_store_* metrics; nil makes a private set.
+	Metrics *metrics.Set
+	// Logger receives the store's and the TSDB's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.RawRetention <= 0 {
+		o.RawRetention = 24 * time.Hour
+	}
+	if o.BlockDuration <= 0 {
+		o.BlockDuration = time.Hour
+	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 2 * time.Minute
+	}
+	if o.MaxSamples <= 0 {
+		o.MaxSamples = 50000000
+	}
+	if o.MaxConcurrency <= 0 {
+		o.MaxConcurrency = 20
+	}
+	if o.LookbackDelta <= 0 {
+		o.LookbackDelta = 5 * time.Minute
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.NewSet()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Store is the query store: a TSDB without its own WAL, a PromQL engine over it, and
+// the arrival hook the materializer calls. All methods are safe for concurrent use.
+type Store struct {
+	opts   Options
+	db     *tsdb.DB
+	engine *promql.Engine
+	hook   atomic.Pointer[func([]string)]
+
+	// cmu serialises checkpoints and the final flush with each other.
+	cmu sync.Mutex
+
+	delay    *metrics.Histogram
+	rejected map[string]*metrics.Counter
+	closed   atomic.Bool
+}
+
+// Open opens (or creates) the store in opts.Dir. The TSDB's blocks are loaded; the head
+// starts empty and the materializer refills it from the log.
+func Open(opts Options) (*Store, error) {
+	opts.setDefaults()
+	if opts.Dir == "" {
+		return nil, errors.New("store: no directory given")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", opts.Dir, err)
+	}
+	blockMs := opts.BlockDuration.Milliseconds()
+	to := tsdb.DefaultOptions()
+	to.WALSegmentSize = -1 // the log is the WAL; see the package documentation
+	to.RetentionDuration = opts.RawRetention.Milliseconds()
+	to.MinBlockDuration = blockMs
+	to.MaxBlockDuration = max(blockMs, min(opts.RawRetention.Milliseconds()/10, 31*24*time.Hour.Milliseconds()))
+	to.OutOfOrderTimeWindow = opts.OutOfOrderWindow.Milliseconds()
+	to.EnableOverlappingCompaction = true
+	to.EnableExemplarStorage = false
+	logger := opts.Logger.With("component", "store")
+	db, err := tsdb.Open(filepath.Join(opts.Dir, "tsdb"), logger.With("tsdb", true), nil, to, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: open tsdb in %s: %w", opts.Dir, err)
+	}
+	// Head compaction runs only from the materializer's checkpoints, so that a
+	// checkpoint knows which samples a new block holds (retention still runs in the
+	// TSDB's own loop).
+	db.DisableCompactions()
+	tracker, err := promql.NewActiveQueryTracker(opts.Dir, opts.MaxConcurrency, logger)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: query tracker: %w", err)
+	}
+	engine := promql.NewEngine(promql.EngineOpts{
+		Logger:               logger.With("promql", true),
+		MaxSamples:           opts.MaxSamples,
+		Timeout:              opts.QueryTimeout,
+		ActiveQueryTracker:   tracker,
+		LookbackDelta:        opts.LookbackDelta,
+		EnableAtModifier:     true,
+		EnableNegativeOffset: true,
+		// Prometheus's default global evaluation_interval, used by subqueries without a step.
+		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
+	})
+	s := &Store{opts: opts, db: db, engine: engine}
+	set := opts.Metrics
+	s.delay = set.GetOrCreateHistogram("vigil_store_ingest_to_queryable_seconds")
+	s.rejected = map[string]*metrics.Counter{}
+	for _, reason := range rejectReasons {
+		s.rejected[reason] = set.GetOrCreateCounter(fmt.Sprintf(`vigil_store_rejected_samples_total{reason=%q}`, reason))
+	}
+	set.GetOrCreateGauge("vigil_store_head_series", func() float64 {
+		if s.closed.Load() {
+			return 0
+		}
+		return float64(db.Head().NumSeries())
+	})
+	set.GetOrCreateGauge("vigil_store_blocks", func() float64 {
+		if s.closed.Load() {
+			return 0
+		}
+		return float64(len(db.Blocks()))
+	})
+	return s, nil
+}
+
+// rejectReasons label vigil_store_rejected_samples_total.
+var rejectReasons = []string{"out_of_bounds", "too_old", "out_of_order", "duplicate_timestamp", "bad_histogram", "other"}
+
+// Queryable reads the store: persisted blocks and the in-memory head.
+func (s *Store) Queryable() storage.Queryable { return s.db }
+
+// Appendable writes into the store directly (recording rules, ALERTS series, rollup
+// outputs). Samples become queryable on Commit; they are durable once a block holding
+// them is cut or the store is stopped cleanly (see the package documentation).
+func (s *Store) Appendable() storage.Appendable { return s.db }
+
+// Engine is the PromQL engine configured from the store's options (timeout, max samples,
+// concurrency, lookback). Query it with Queryable().
+func (s *Store) Engine() *promql.Engine { return s.engine }
+
+// DB exposes the underlying TSDB for status pages and tests. Callers must not close it
+// or compact it.
+func (s *Store) DB() *tsdb.DB { return s.db }
+
+// SetArrivalHook sets fn to be called after a materializer commit has made samples
+// queryable, with the distinct metric names (__name__) of that commit. fn runs on the
+// materializer's goroutine: it must be quick and must not keep the slice, which is
+// reused. nil removes the hook.
+func (s *Store) SetArrivalHook(fn func(metricNames []string)) {
+	if fn == nil {
+		s.hook.Store(nil)
+		return
+	}
+	s.hook.Store(&fn)
+}
+
+func (s *Store) arrived(names []string) {
+	if fn := s.hook.Load(); fn != nil && len(names) > 0 {
+		(*fn)(names)
+	}
+}
+
+// persistedMaxTime is the end (exclusive) of the newest persisted block, or MinInt64
+// when there is none.
+func (s *Store) persistedMaxTime() int64 {
+	t := int64(math.MinInt64)
+	for _, b := range s.db.Blocks() {
+		t = max(t, b.Meta().MaxTime)
+	}
+	return t
+}
+
+// compact cuts the head into blocks if it is due and, when withOOO is set, also
+// compacts the out-of-order head. It returns the end of the newest persisted block.
+func (s *Store) compact(ctx context.Context, withOOO bool) (int64, error) {
+	before := s.persistedMaxTime()
+	if err := s.db.Compact(ctx); err != nil {
+		return before, fmt.Errorf("store: compact: %w", err)
+	}
+	after := s.persistedMaxTime()
+	// A head compaction also compacted the out-of-order head; otherwise do it here.
+	if withOOO && after == before {
+		if err := s.db.CompactOOOHead(ctx); err != nil {
+			return after, fmt.Errorf("store: compact out-of-order head: %w", err)
+		}
+		after = s.persistedMaxTime()
+	}
+	return after, nil
+}
+
+// flushHead persists the whole head (in-order and out-of-order samples) into blocks
+// aligned to the block duration, so that everything appended so far is on disk.
+func (s *Store) flushHead(ctx context.Context) error {
+	if _, err := s.compact(ctx, true); err != nil {
+		return err
+	}
+	if err := s.db.CompactOOOHead(ctx); err != nil {
+		return fmt.Errorf("store: flush out-of-order head: %w", err)
+	}
+	h := s.db.Head()
+	if h.NumSeries() == 0 || h.MinTime() == math.MaxInt64 {
+		return nil
+	}
+	rng := s.opts.BlockDuration.Milliseconds()
+	mint, maxt := h.MinTime(), h.MaxTime()
+	for lo := mint; lo <= maxt; {
+		hi := (lo/rng+1)*rng - 1 // end of lo's aligned range
+		if lo < 0 && lo%rng != 0 {
+			hi = (lo/rng)*rng - 1
+		}
+		hi = min(hi, maxt)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("store: flush head: %w", err)
+		}
+		if err := s.db.CompactHead(tsdb.NewRangeHead(h, lo, hi)); err != nil {
+			return fmt.Errorf("store: flush head [%d, %d]: %w", lo, hi, err)
+		}
+		lo = hi + 1
+	}
+	return nil
+}
+
+// Close persists the head (so that samples written through Appendable survive) and
+// closes the TSDB. Stop the materializer first.
+func (s *Store) Close() error {
+	if s.closed.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s.cmu.Lock()
+	if err := s.flushHead(ctx); err != nil {
+		s.opts.Logger.Error("persist the head on close; samples not from the log since the last block are lost", "err", err)
+	}
+	s.cmu.Unlock()
+	return s.close()
+}
+
+// close closes without persisting the head, as a crash would.
+func (s *Store) close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if err := s.engine.Close(); err != nil {
+		s.opts.Logger.Warn("close query engine", "err", err)
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close tsdb: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,332 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/promql"
+
+	"github.com/vigilhq/vigil/logcore"
+	"github.com/vigilhq/vigil/sample"
+)
+
+// testEnv is a real file log and a store in one temporary directory.
+type testEnv struct {
+	t     *testing.T
+	dir   string
+	log   *logcore.FileLog
+	topic logcore.Topic
+	store *Store
+	mat   *Materializer
+	set   *metrics.Set
+	opts  Options
+}
+
+func newEnv(t *testing.T, partitions int, opts Options) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, dir: t.TempDir(), opts: opts}
+	e.openLog(partitions)
+	e.openStore()
+	t.Cleanup(func() {
+		if e.mat != nil {
+			e.mat.Stop(context.Background())
+		}
+		if e.store != nil {
+			e.store.Close()
+		}
+		if e.log != nil {
+			e.log.Close()
+		}
+	})
+	return e
+}
+
+func (e *testEnv) openLog(partitions int) {
+	e.t.Helper()
+	l, err := logcore.Open(filepath.Join(e.dir, "log"), logcore.Options{Fsync: logcore.FsyncNever})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	topic, err := l.Topic("samples", logcore.TopicConfig{Partitions: partitions})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.log, e.topic = l, topic
+}
+
+func (e *testEnv) openStore() {
+	e.t.Helper()
+	o := e.opts
+	o.Dir = filepath.Join(e.dir, "store")
+	e.set = metrics.NewSet()
+	o.Metrics = e.set
+	s, err := Open(o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.store = s
+	m, err := s.StartMaterializer(MaterializerOptions{Log: e.log, Topic: e.topic, CheckpointInterval: time.Hour})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.mat = m
+}
+
+// crash drops the store's head and the materializer without persisting anything, as a
+// kill -9 would; the log (already synced by the OS) stays.
+func (e *testEnv) crash() {
+	e.mat.cancel()
+	e.mat.wg.Wait()
+	<-e.mat.ckDone
+	e.mat = nil
+	if err := e.store.close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.store = nil
+}
+
+func (e *testEnv) stop() {
+	if err := e.mat.Stop(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+	e.mat = nil
+	if err := e.store.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.store = nil
+}
+
+func (e *testEnv) sync() {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.mat.Sync(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// appendSeries writes one record holding series to partition p.
+func (e *testEnv) appendSeries(p int, series ...sample.Series) {
+	e.t.Helper()
+	var enc sample.Encoder
+	enc.Reset()
+	for i := range series {
+		enc.AppendSeries(&series[i])
+	}
+	if _, err := e.topic.Append(context.Background(), p, []logcore.Record{{Value: append([]byte(nil), enc.Bytes()...)}}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func lbls(kv ...string) []sample.Label {
+	var ls []sample.Label
+	for i := 0; i < len(kv); i += 2 {
+		ls = append(ls, sample.Label{Name: []byte(kv[i]), Value: []byte(kv[i+1])})
+	}
+	return ls
+}
+
+func (e *testEnv) instant(q string, ts int64) promql.Vector {
+	e.t.Helper()
+	qry, err := e.store.Engine().NewInstantQuery(context.Background(), e.store.Queryable(), nil, q, time.UnixMilli(ts))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer qry.Close()
+	res := qry.Exec(context.Background())
+	if res.Err != nil {
+		e.t.Fatalf("%s: %v", q, res.Err)
+	}
+	v, err := res.Vector()
+	if err != nil {
+		e.t.Fatalf("%s: %v", q, err)
+	}
+	return v
+}
+
+func TestMaterializeFloatsAndHistograms(t *testing.T) {
+	e := newEnv(t, 2, Options{OutOfOrderWindow: 10 * time.Minute})
+	var mu sync.Mutex
+	var arrived []string
+	e.store.SetArrivalHook(func(names []string) {
+		mu.Lock()
+		arrived = append(arrived, names...)
+		mu.Unlock()
+	})
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	e.appendSeries(0, sample.Series{
+		Labels:  lbls("__name__", "up", "job", "a"),
+		Samples: []sample.Sample{{T: base, V: 1}, {T: base + 1000, V: 2}},
+	}, sample.Series{
+		Labels:  lbls("__name__", "up", "job", "a"), // the same series again: one sample twice
+		Samples: []sample.Sample{{T: base + 1000, V: 2}},
+	})
+	h := &histogram.Histogram{Count: 3, Sum: 4.5, Schema: 0, ZeroThreshold: 0.001,
+		PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{1, 1}}
+	hp := prompb.FromIntHistogram(base, h)
+	proto, err := hp.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.appendSeries(1, sample.Series{
+		Labels:     lbls("__name__", "lat", "job", "b"),
+		Histograms: []sample.Histogram{{T: base, Proto: proto}},
+	})
+	// Labels out of order and a corrupt record are handled, not fatal.
+	e.appendSeries(1, sample.Series{
+		Labels:  lbls("job", "c", "__name__", "up"),
+		Samples: []sample.Sample{{T: base, V: 7}},
+	})
+	if _, err := e.topic.Append(context.Background(), 1, []logcore.Record{{Value: []byte{9, 9, 9}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.sync()
+
+	v := e.instant(`count_over_time(up[5m])`, base+2000)
+	got := map[string]float64{}
+	for _, s := range v {
+		got[s.Metric.Get("job")] = s.F
+	}
+	if got["a"] != 2 || got["c"] != 1 || len(got) != 2 {
+		t.Errorf("count_over_time(up[5m]) = %v, want a=2 c=1", got)
+	}
+	hv := e.instant(`lat`, base+2000)
+	if len(hv) != 1 || hv[0].H == nil || hv[0].H.Count != 3 || hv[0].H.Sum != 4.5 {
+		t.Fatalf("lat = %v, want the native histogram with count 3 sum 4.5", hv)
+	}
+	if n := e.set.GetOrCreateCounter(`vigil_materializer_corrupt_records_total`).Get(); n != 1 {
+		t.Errorf("corrupt records = %d, want 1", n)
+	}
+	mu.Lock()
+	sort.Strings(arrived)
+	names := fmt.Sprint(arrived)
+	mu.Unlock()
+	if names != "[lat up up]" && names != "[lat up]" {
+		t.Errorf("arrival hook names = %s, want lat and up (one per commit)", names)
+	}
+	var buf bytesBuffer
+	e.set.WritePrometheus(&buf)
+	if !buf.contains("vigil_store_ingest_to_queryable_seconds_bucket") {
+		t.Errorf("no ingest-to-queryable histogram in metrics:\n%s", buf)
+	}
+}
+
+// TestCrashReplaysExactlyOnce writes samples across several block durations, cuts
+// blocks at a checkpoint, crashes (head lost, nothing flushed), restarts, and checks
+// that every sample is queryable exactly once; then the same after a clean stop.
+func TestCrashReplaysExactlyOnce(t *testing.T) {
+	const partitions = 3
+	e := newEnv(t, partitions, Options{BlockDuration: 2 * time.Minute, OutOfOrderWindow: 5 * time.Minute, RawRetention: 24 * time.Hour})
+	start := (time.Now().Add(-30*time.Minute).UnixMilli() / 60000) * 60000
+	const step = 5000
+	const series = 12
+	n := 0
+	write := func(from, to int64) {
+		for ts := from; ts < to; ts += step {
+			for p := 0; p < partitions; p++ {
+				var ss []sample.Series
+				for i := p; i < series; i += partitions {
+					ss = append(ss, sample.Series{Labels: lbls("__name__", "m", "i", fmt.Sprint(i)), Samples: []sample.Sample{{T: ts, V: float64(ts)}}})
+					n++
+				}
+				e.appendSeries(p, ss...)
+			}
+		}
+	}
+	// An out-of-order straggler, older than the block cut below.
+	write(start, start+10*60000)
+	e.sync()
+	if err := e.mat.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	committed := int64(0)
+	for p := 0; p < partitions; p++ {
+		committed += e.mat.Committed(p)
+	}
+	if committed == 0 {
+		t.Fatal("checkpoint committed nothing although blocks were cut")
+	}
+	if len(e.store.DB().Blocks()) == 0 {
+		t.Fatal("no block persisted")
+	}
+	write(start+10*60000, start+15*60000)
+	e.sync()
+
+	check := func(when string) {
+		t.Helper()
+		v := e.instant(`sum(count_over_time(m[1h]))`, start+15*60000)
+		if len(v) != 1 || int(v[0].F) != n {
+			var buf bytesBuffer
+			e.set.WritePrometheus(&buf)
+			t.Fatalf("%s: sum(count_over_time(m[1h])) = %v, want %d\n%s", when, v, n, buf)
+		}
+		v = e.instant(`max(max_over_time(m[1h]) - min_over_time(m[1h]))`, start+15*60000)
+		if len(v) != 1 || v[0].F != float64(15*60000-step) {
+			t.Fatalf("%s: span = %v", when, v)
+		}
+	}
+	check("before crash")
+	e.crash()
+	e.openStore()
+	e.sync()
+	check("after crash")
+	// Crash again right after the replay, before any checkpoint: still exactly once.
+	e.crash()
+	e.openStore()
+	e.sync()
+	check("after second crash")
+	e.stop()
+	e.openStore()
+	e.sync()
+	check("after clean stop")
+	for p := 0; p < partitions; p++ {
+		if c, end := e.mat.Committed(p), e.topic.Stats(p).EndOffset; c != end {
+			t.Errorf("partition %d: committed %d after a clean stop, want the end %d", p, c, end)
+		}
+	}
+}
+
+func TestGateKeepsPartitionsInStep(t *testing.T) {
+	g := newGate(2, 10, func(int) bool { return false })
+	ctx := context.Background()
+	if !g.wait(ctx, 0, 100) {
+		t.Fatal("first partition blocked")
+	}
+	done := make(chan bool)
+	go func() { done <- g.wait(ctx, 1, 200) }()
+	select {
+	case <-done:
+		t.Fatal("partition 1 ran 100ms ahead of partition 0 with slack 10")
+	case <-time.After(50 * time.Millisecond):
+	}
+	g.idle(0)
+	if !<-done {
+		t.Fatal("partition 1 not released when partition 0 went idle")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { done <- g.wait(cctx, 0, 1000) }()
+	time.Sleep(10 * time.Millisecond)
+	cancel()
+	if <-done {
+		t.Fatal("wait returned true after its context was canceled")
+	}
+	if floorDiv(-1, 60000) != -1 || floorDiv(60000, 60000) != 1 || math.MaxInt64 == 0 {
+		t.Fatal("floorDiv")
+	}
+}
+
+type bytesBuffer struct{ b []byte }
+
+func (b *bytesBuffer) Write(p []byte) (int, error) { b.b = append(b.b, p...); return len(p), nil }
+func (b *bytesBuffer) String() string              { return string(b.b) }
+func (b *bytesBuffer) contains(s string) bool      { return strings.Contains(string(b.b), s) }
