@@ -158,6 +158,11 @@ func (pt *partition) swapSegment(s *segment, b []byte) error {
 			return err
 		}
 	}
+	if hook := pt.log.testHooks.beforeSwapRename; hook != nil {
+		if err := hook(); err != nil {
+			return err
+		}
+	}
 	if err := os.Rename(cleaned, segmentPath(pt.dir, s.base, logExt)); err != nil {
 		return err
 	}

@@ -113,6 +113,15 @@ type FileLog struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	testHooks testHooks
+}
+
+// testHooks let tests stop the log at points where a crash leaves interesting files.
+type testHooks struct {
+	// beforeSwapRename runs in compaction after <base>.cleaned is written and synced
+	// and the old indexes are removed, before the rename; an error aborts the swap.
+	beforeSwapRename func() error
 }
 
 var _ Log = (*FileLog)(nil)

@@ -5,9 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 )
 
 func openTest(t testing.TB, dir string, opts Options) *FileLog {
@@ -337,5 +341,284 @@ func TestCompaction(t *testing.T) {
 	off, err := tp.Append(context.Background(), 0, []Record{rec("k1", "again", 0)})
 	if err != nil || off != 300 {
 		t.Fatalf("append after compaction: %d %v", off, err)
+	}
+}
+
+// testClock is a settable clock for Options.Now.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *testClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func counterValue(set *metrics.Set, name string) uint64 {
+	return set.GetOrCreateCounter(name).Get()
+}
+
+// TestConsumerBehindRetentionAcrossRestart: a group commits, retention deletes past its
+// offset while it is down, and after a restart its consumer resumes at the start
+// offset and counts the skipped records in vigil_log_consumer_skipped_records_total.
+func TestConsumerBehindRetentionAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.UnixMilli(1_000_000)}
+	opts := Options{Now: clock.Now, MaintenanceInterval: time.Hour, Fsync: FsyncNever}
+	l := openTest(t, dir, opts)
+	tp, _ := l.Topic("t", TopicConfig{Partitions: 1, SegmentBytes: 1024, RetentionBytes: 3000})
+	for i := 0; i < 20; i++ {
+		if _, err := tp.Append(context.Background(), 0, []Record{rec("", fmt.Sprintf("%040d", i), 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := NewConsumer(l, "late", tp, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if recs, err := c.Poll(ctx, 200); err != nil || recs[0].Offset != 0 {
+		t.Fatalf("first poll: %v %v", recs, err)
+	}
+	if err := c.Commit(5); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// While the consumer is down: more data, retention.
+	opts.Metrics = metrics.NewSet()
+	l = openTest(t, dir, opts)
+	defer l.Close()
+	tp, _ = l.Topic("t", TopicConfig{})
+	for i := 20; i < 200; i++ {
+		if _, err := tp.Append(context.Background(), 0, []Record{rec("", fmt.Sprintf("%040d", i), 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.RunMaintenance()
+	st := tp.Stats(0)
+	if st.StartOffset <= 5 || st.Bytes > 3000+1024 {
+		t.Fatalf("retention did not delete past the committed offset: %+v", st)
+	}
+	if n := counterValue(opts.Metrics, "vigil_log_retention_deleted_segments_total"); n == 0 {
+		t.Fatal("no deleted segments counted")
+	}
+	c, _ = NewConsumer(l, "late", tp, 0)
+	if c.Position() != 5 {
+		t.Fatalf("resumed at %d, want the committed 5", c.Position())
+	}
+	recs, err := c.Poll(ctx, 0)
+	if err != nil || len(recs) == 0 || recs[0].Offset != st.StartOffset {
+		t.Fatalf("poll behind retention: %v, %v; want first offset %d", recs, err, st.StartOffset)
+	}
+	if want := string(fmt.Sprintf("%040d", st.StartOffset)); string(recs[0].Value) != want {
+		t.Fatalf("first record after the skip is %q, want %q", recs[0].Value, want)
+	}
+	name := `vigil_log_consumer_skipped_records_total{group="late",topic="t"}`
+	if got := counterValue(opts.Metrics, name); got != uint64(st.StartOffset-5) {
+		t.Fatalf("%s = %d, want %d", name, got, st.StartOffset-5)
+	}
+	// Lag is counted from the start offset, not from the deleted commit.
+	status := StatusOf(l)
+	if lag := status.Consumers[0].Partitions[0].Lag; lag != st.EndOffset-st.StartOffset {
+		t.Fatalf("lag %d, want %d", lag, st.EndOffset-st.StartOffset)
+	}
+}
+
+// TestConsumerOffsetsAcrossRestarts: several groups and partitions commit, recommit
+// and restart; each resumes at its last commit, and status reports commits and lag.
+func TestConsumerOffsetsAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	set := metrics.NewSet()
+	l := openTest(t, dir, Options{Metrics: set})
+	tp, _ := l.Topic("events", TopicConfig{Partitions: 2})
+	for p := 0; p < 2; p++ {
+		for i := 0; i < 10; i++ {
+			tp.Append(context.Background(), p, []Record{rec("", fmt.Sprintf("p%d-%d", p, i), 0)})
+		}
+	}
+	commits := map[string][2]int64{"a": {3, 10}, "b": {0, 7}}
+	for g, offs := range commits {
+		for p, off := range offs {
+			if err := l.Offsets().Commit(g, "events", p, off+1); err != nil { // superseded below
+				t.Fatal(err)
+			}
+			if err := l.Offsets().Commit(g, "events", p, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for restart := 0; restart < 3; restart++ {
+		l.Close()
+		set = metrics.NewSet()
+		l = openTest(t, dir, Options{Metrics: set})
+		tp, _ = l.Topic("events", TopicConfig{})
+		if got := l.Offsets().Groups(); fmt.Sprint(got) != "[{a events} {b events}]" {
+			t.Fatalf("groups after restart %d: %v", restart, got)
+		}
+		for g, offs := range commits {
+			for p, off := range offs {
+				c, err := NewConsumer(l, g, tp, p)
+				if err != nil || c.Position() != off {
+					t.Fatalf("restart %d: group %s partition %d at %d (%v), want %d", restart, g, p, c.Position(), err, off)
+				}
+				var b bytes.Buffer
+				set.WritePrometheus(&b)
+				lagLine := fmt.Sprintf(`vigil_log_consumer_lag{group=%q,topic="events",partition="%d"} %d`, g, p, 10-off)
+				if !strings.Contains(b.String(), lagLine) {
+					t.Fatalf("restart %d: metrics lack %q:\n%s", restart, lagLine, b.String())
+				}
+			}
+		}
+		// Move group a on by one in partition 0 each restart.
+		offs := commits["a"]
+		offs[0]++
+		commits["a"] = offs
+		if err := l.Offsets().Commit("a", "events", 0, offs[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer l.Close()
+	st := StatusOf(l)
+	if len(st.Consumers) != 2 || st.Consumers[0].Partitions[0].Committed != commits["a"][0] || st.Consumers[0].Partitions[0].Lag != 10-commits["a"][0] {
+		t.Fatalf("status: %+v", st.Consumers)
+	}
+}
+
+// TestCompactionTombstonesAcrossRestart: a tombstone stays while it is younger than
+// TombstoneRetention (so readers rebuilding state see the delete) and is removed after;
+// a consumer reads across the gaps compaction leaves; everything survives a restart.
+func TestCompactionTombstonesAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	clock := &testClock{now: time.UnixMilli(10_000_000)}
+	opts := Options{Now: clock.Now, MaintenanceInterval: time.Hour}
+	l := openTest(t, dir, opts)
+	cfg := TopicConfig{Partitions: 1, SegmentBytes: 400, Compacted: true, TombstoneRetention: time.Hour, Compression: CompressionS2}
+	tp, _ := l.Topic("state", cfg)
+	app := func(k, v string) int64 {
+		t.Helper()
+		off, err := tp.Append(context.Background(), 0, []Record{rec(k, v, 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return off
+	}
+	for i := 0; i < 40; i++ {
+		app(fmt.Sprintf("k%d", i%4), fmt.Sprintf("v%d-%s", i, strings.Repeat("x", 30)))
+	}
+	tomb := app("k1", "")
+	for i := 0; i < 20; i++ { // push the tombstone into a closed segment
+		app("filler", fmt.Sprintf("f%d-%s", i, strings.Repeat("y", 30)))
+	}
+	keysAt := func(tp Topic) map[string][]int64 {
+		m := map[string][]int64{}
+		for _, r := range readAll(t, tp, 0) {
+			m[string(r.Key)] = append(m[string(r.Key)], r.Offset)
+		}
+		return m
+	}
+	l.RunMaintenance()
+	m := keysAt(tp)
+	if got := m["k1"]; len(got) != 1 || got[0] != tomb {
+		t.Fatalf("young tombstone: k1 at %v, want only the tombstone %d", got, tomb)
+	}
+	if len(m["k0"]) != 1 || len(m["k2"]) != 1 || len(m["k3"]) != 1 {
+		t.Fatalf("compaction kept superseded records: %v", m)
+	}
+	l.Close()
+
+	clock.Add(2 * time.Hour)
+	l = openTest(t, dir, opts)
+	defer l.Close()
+	tp, _ = l.Topic("state", TopicConfig{})
+	if m2 := keysAt(tp); fmt.Sprint(m2) != fmt.Sprint(m) {
+		t.Fatalf("state changed by restart: %v, want %v", m2, m)
+	}
+	l.RunMaintenance()
+	m = keysAt(tp)
+	if _, ok := m["k1"]; ok {
+		t.Fatalf("tombstone older than TombstoneRetention kept: %v", m["k1"])
+	}
+	if len(m["k0"]) != 1 || len(m["filler"]) == 0 {
+		t.Fatalf("after tombstone removal: %v", m)
+	}
+	// A consumer from the start reads the survivors in order across the gaps.
+	c, _ := NewConsumer(l, "rebuild", tp, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []int64
+	for c.Position() < tp.Stats(0).EndOffset {
+		recs, err := c.Poll(ctx, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			got = append(got, r.Offset)
+		}
+	}
+	if want := readAll(t, tp, 0); len(got) != len(want) || got[0] != want[0].Offset {
+		t.Fatalf("consumer read %v, want %d records from %d", got, len(want), want[0].Offset)
+	}
+	if end := tp.Stats(0).EndOffset; app("k9", "new") != end {
+		t.Fatal("append after compaction did not continue at the end offset")
+	}
+}
+
+// TestCompactionCrashBeforeRename: compaction stops after <base>.cleaned is written and
+// the old indexes are removed, as a crash there would leave it; reopening discards the
+// rewrite, keeps the original segment (rebuilding its indexes) and compacts again.
+func TestCompactionCrashBeforeRename(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{MaintenanceInterval: time.Hour}
+	l := openTest(t, dir, opts)
+	tp, _ := l.Topic("state", TopicConfig{Partitions: 1, SegmentBytes: 300, Compacted: true})
+	want := map[string]string{}
+	for i := 0; i < 60; i++ {
+		k, v := fmt.Sprintf("k%d", i%3), fmt.Sprintf("value-%d", i)
+		want[k] = v
+		tp.Append(context.Background(), 0, []Record{rec(k, v, 0)})
+	}
+	before := readAll(t, tp, 0)
+	crashed := errors.New("simulated crash before rename")
+	hits := 0
+	l.testHooks.beforeSwapRename = func() error { hits++; return crashed }
+	l.RunMaintenance()
+	if hits == 0 {
+		t.Fatal("compaction never reached the rename")
+	}
+	pdir := filepath.Join(dir, "state", "0")
+	cleaned, _ := filepath.Glob(filepath.Join(pdir, "*"+cleanedExt))
+	if len(cleaned) == 0 {
+		t.Fatal("no .cleaned file left behind")
+	}
+	l.Close()
+
+	l = openTest(t, dir, opts)
+	defer l.Close()
+	tp, _ = l.Topic("state", TopicConfig{})
+	if left, _ := filepath.Glob(filepath.Join(pdir, "*"+cleanedExt)); len(left) != 0 {
+		t.Fatalf("open left %v", left)
+	}
+	after := readAll(t, tp, 0)
+	if len(after) != len(before) {
+		t.Fatalf("after the crashed compaction: %d records, want the original %d", len(after), len(before))
+	}
+	for i := range after {
+		if !sameRecord(after[i], before[i]) {
+			t.Fatalf("record %d changed", i)
+		}
+	}
+	checkIndexesOnDisk(t, pdir, "after crashed compaction")
+	l.RunMaintenance()
+	state := map[string]string{}
+	recs := readAll(t, tp, 0)
+	for _, r := range recs {
+		state[string(r.Key)] = string(r.Value)
+	}
+	if len(recs) >= len(before) || fmt.Sprint(state) != fmt.Sprint(want) {
+		t.Fatalf("compaction after reopen: %d records, state %v; want fewer than %d and %v", len(recs), state, len(before), want)
 	}
 }
