@@ -1,0 +1,247 @@
+package logcore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fsizeChildEnv makes TestDiskFull run its file-size-limit variant: the parent sets it
+// when it may not mount a tmpfs, and runs the test again in a child process whose
+// RLIMIT_FSIZE makes writes fail with EFBIG (Go ignores SIGXFSZ).
+const fsizeChildEnv = "VIGIL_LOGCORE_FSIZE_CHILD"
+
+// mountTmpfs mounts a tmpfs of the given size (e.g. "2m") on a fresh directory and
+// unmounts it at the end of the test; it reports false when mounting is not permitted.
+func mountTmpfs(t *testing.T, size string) (string, bool) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Logf("cannot mount a tmpfs (%v)", err)
+		return "", false
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir, true
+}
+
+// TestDiskFull fills the disk under a log (a 2 MiB tmpfs, or else a file-size limit in
+// a child process): the producer gets an error wrapping ENOSPC (or EFBIG), never a
+// panic or a silent drop; a tailing reader and later reads see every committed record;
+// a failed append uses no offset; and once space is freed appends work again.
+func TestDiskFull(t *testing.T) {
+	if os.Getenv(fsizeChildEnv) != "" {
+		var old syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+			t.Fatal(err)
+		}
+		limit := syscall.Rlimit{Cur: 300 << 10, Max: old.Max}
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
+		diskFullScenario(t, t.TempDir(), 1<<20, syscall.EFBIG, func() {
+			if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+				t.Fatal(err)
+			}
+		})
+		return
+	}
+	dir, ok := mountTmpfs(t, "2m")
+	if !ok {
+		// Not allowed to mount: run the file-size-limit variant in a child.
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDiskFull$", "-test.v")
+		cmd.Env = append(os.Environ(), fsizeChildEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("--- PASS: TestDiskFull")) {
+			t.Fatalf("file-size-limit child: %v\n%s", err, out)
+		}
+		t.Logf("file-size-limit child passed:\n%s", out)
+		return
+	}
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, make([]byte, 768<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	diskFullScenario(t, filepath.Join(dir, "log"), 256<<10, syscall.ENOSPC, func() {
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func diskFullScenario(t *testing.T, dir string, segmentBytes int64, want syscall.Errno, free func()) {
+	l, err := Open(dir, Options{Fsync: FsyncAlways, MaintenanceInterval: time.Hour})
+	if err != nil {
+		t.Fatalf("open on a small disk: %v", err)
+	}
+	defer func() {
+		if l != nil {
+			l.Close()
+		}
+	}()
+	tp, err := l.Topic("full", TopicConfig{Partitions: 1, SegmentBytes: segmentBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := func(i int) []byte {
+		return bytes.Repeat([]byte{byte(i), byte(i >> 8), 'v'}, 1000+i%200)
+	}
+	// A tailing consumer checks every record as it is committed.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, _ := NewConsumer(l, "tail", tp, 0)
+	tailed := make(chan int64, 1)
+	stopTail := make(chan struct{})
+	go func() {
+		n := int64(0)
+		defer func() { tailed <- n }()
+		for {
+			pctx, pcancel := context.WithCancel(ctx)
+			go func() {
+				select {
+				case <-stopTail:
+					pcancel()
+				case <-pctx.Done():
+				}
+			}()
+			recs, err := c.Poll(pctx, 0)
+			pcancel()
+			if err != nil {
+				return
+			}
+			for _, r := range recs {
+				if r.Offset != n || !bytes.Equal(r.Value, value(int(n))) {
+					t.Errorf("tailing reader: record %d differs", r.Offset)
+					return
+				}
+				n++
+			}
+		}
+	}()
+
+	var acked int
+	var fullErr error
+	for i := 0; i < 10000; i++ {
+		off, err := tp.Append(context.Background(), 0, []Record{{Value: value(acked)}})
+		if err != nil {
+			fullErr = err
+			break
+		}
+		if off != int64(acked) {
+			t.Fatalf("append %d got offset %d", acked, off)
+		}
+		acked++
+	}
+	if fullErr == nil {
+		t.Fatal("the disk never filled up")
+	}
+	if !errors.Is(fullErr, want) {
+		t.Fatalf("append on a full disk: %v, want an error wrapping %v", fullErr, want)
+	}
+	t.Logf("disk full after %d records: %v", acked, fullErr)
+	// More appends fail the same way and use no offsets.
+	for i := 0; i < 3; i++ {
+		if _, err := tp.Append(context.Background(), 0, []Record{{Value: value(acked)}}); err == nil {
+			acked++ // an append that succeeds must be as durable as any other
+		}
+	}
+	if end := tp.Stats(0).EndOffset; end != int64(acked) {
+		t.Fatalf("end offset %d after %d acknowledged appends", end, acked)
+	}
+	checkAll := func(what string, n int) {
+		t.Helper()
+		recs := readAll(t, tp, 0)
+		if len(recs) != n {
+			t.Fatalf("%s: %d records readable, want %d", what, len(recs), n)
+		}
+		for i, r := range recs {
+			if r.Offset != int64(i) || !bytes.Equal(r.Value, value(i)) {
+				t.Fatalf("%s: record %d differs", what, i)
+			}
+		}
+	}
+	checkAll("while full", acked)
+
+	free()
+	off, err := tp.Append(context.Background(), 0, []Record{{Value: value(acked)}})
+	if err != nil || off != int64(acked) {
+		t.Fatalf("append after freeing space: offset %d, %v; want %d", off, err, acked)
+	}
+	acked++
+	for i := 0; i < 20; i++ {
+		if _, err := tp.Append(context.Background(), 0, []Record{{Value: value(acked)}}); err != nil {
+			t.Fatalf("append %d after freeing space: %v", acked, err)
+		}
+		acked++
+	}
+	checkAll("after freeing space", acked)
+	// From now on the reader's polls end as soon as it has caught up.
+	close(stopTail)
+	if n := <-tailed; n != int64(acked) {
+		t.Fatalf("tailing reader saw %d records, want %d", n, acked)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	l = openTest(t, dir, Options{})
+	tp, _ = l.Topic("full", TopicConfig{})
+	checkAll("after reopen", acked)
+}
+
+// TestOpenReadOnly: a log directory that cannot be written (a read-only mount, or
+// without write permission when not root) fails Open with an error naming the
+// directory and the cause, and a directory that cannot be created too.
+func TestOpenReadOnly(t *testing.T) {
+	dir, mounted := mountTmpfs(t, "1m")
+	if !mounted {
+		dir = t.TempDir()
+	}
+	logDir := filepath.Join(dir, "log")
+	l := openTest(t, logDir, Options{})
+	tp, _ := l.Topic("t", TopicConfig{Partitions: 1})
+	tp.Append(context.Background(), 0, []Record{rec("", "x", 0)})
+	l.Close()
+	if mounted {
+		if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+			t.Fatalf("remount read-only: %v", err)
+		}
+	} else {
+		if os.Geteuid() == 0 {
+			t.Fatal("root without mount permission: cannot make a directory unwritable")
+		}
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			mode := os.FileMode(0o444)
+			if d.IsDir() {
+				mode = 0o555
+			}
+			return os.Chmod(p, mode)
+		})
+		t.Cleanup(func() {
+			filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error { return os.Chmod(p, 0o755) })
+		})
+	}
+	for _, d := range []string{logDir, filepath.Join(dir, "new")} {
+		l, err := Open(d, Options{})
+		if err == nil {
+			l.Close()
+			t.Fatalf("open of unwritable %s succeeded", d)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, d) || !(errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES)) {
+			t.Fatalf("open of unwritable %s: %q does not name the directory and the cause", d, msg)
+		}
+		t.Logf("open %s: %v", d, fmt.Sprint(err))
+	}
+}
