@@ -13,10 +13,14 @@ type QueryConfig struct {
 	RollupRetention Duration `yaml:"rollup_retention"`
 	// OutOfOrderWindow accepts samples this far behind a series' newest one.
 	OutOfOrderWindow Duration `yaml:"out_of_order_window"`
-	Timeout          Duration `yaml:"timeout"`
-	MaxSamples       int      `yaml:"max_samples"`
-	MaxConcurrency   int      `yaml:"max_concurrency"`
-	LookbackDelta    Duration `yaml:"lookback_delta"`
+	// BlockDuration is the time range of the store's blocks cut from memory to disk; the
+	// materializer's offsets advance as blocks are cut, so a restart after a crash
+	// replays up to about 1.5 block durations of the log.
+	BlockDuration  Duration `yaml:"block_duration"`
+	Timeout        Duration `yaml:"timeout"`
+	MaxSamples     int      `yaml:"max_samples"`
+	MaxConcurrency int      `yaml:"max_concurrency"`
+	LookbackDelta  Duration `yaml:"lookback_delta"`
 }
 
 func defaultQuery() QueryConfig {
@@ -24,6 +28,7 @@ func defaultQuery() QueryConfig {
 		RawRetention:     Duration(24 * time.Hour),
 		RollupRetention:  Duration(30 * 24 * time.Hour),
 		OutOfOrderWindow: Duration(10 * time.Minute),
+		BlockDuration:    Duration(time.Hour),
 		Timeout:          Duration(2 * time.Minute),
 		MaxSamples:       50000000,
 		MaxConcurrency:   20,
@@ -34,6 +39,12 @@ func defaultQuery() QueryConfig {
 func (q *QueryConfig) validate() error {
 	if q.RawRetention <= 0 || q.RollupRetention <= 0 {
 		return fmt.Errorf("query: raw_retention and rollup_retention must be positive")
+	}
+	if q.BlockDuration < Duration(time.Minute) || q.BlockDuration%Duration(time.Minute) != 0 {
+		return fmt.Errorf("query: block_duration must be a whole number of minutes, at least 1m")
+	}
+	if q.OutOfOrderWindow < 0 {
+		return fmt.Errorf("query: out_of_order_window must not be negative")
 	}
 	if q.MaxConcurrency <= 0 || q.MaxSamples <= 0 || q.Timeout <= 0 {
 		return fmt.Errorf("query: timeout, max_samples and max_concurrency must be positive")

@@ -108,7 +108,9 @@ func Open(opts Options) (*Store, error) {
 	to.EnableOverlappingCompaction = true
 	to.EnableExemplarStorage = false
 	logger := opts.Logger.With("component", "store")
-	db, err := tsdb.Open(filepath.Join(opts.Dir, "tsdb"), logger.With("tsdb", true), nil, to, nil)
+	// The TSDB logs every compaction at info level; the store's checkpoints make that noise.
+	tsdbLogger := slog.New(minLevel{logger.Handler(), slog.LevelWarn}).With("tsdb", true)
+	db, err := tsdb.Open(filepath.Join(opts.Dir, "tsdb"), tsdbLogger, nil, to, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store: open tsdb in %s: %w", opts.Dir, err)
 	}
@@ -279,4 +281,22 @@ func (s *Store) close() error {
 		return fmt.Errorf("store: close tsdb: %w", err)
 	}
 	return nil
+}
+
+// minLevel drops records below level.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
 }

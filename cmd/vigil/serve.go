@@ -22,6 +22,7 @@ import (
 
 	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/logcore"
+	"github.com/vigilhq/vigil/store"
 )
 
 // server is one running `vigil serve`: the shared parts every component uses, and the
@@ -39,6 +40,7 @@ type server struct {
 	nats    *embeddedNATS
 	// natsClosed is closed when nc has closed (after a drain).
 	natsClosed chan struct{}
+	store      *store.Store // the query store (store.go): Queryable, Appendable, Engine, arrival hook
 	alerts     alertsHandle // the alerting pipeline (alerting.go); Send works before it starts
 
 	ready     atomic.Bool
@@ -67,6 +69,7 @@ type component struct {
 // before it set on the server; they stop in reverse order.
 func (s *server) components() []component {
 	return []component{
+		{"store", startStore},
 		{"alerting", startAlerting},
 	}
 }
