@@ -47,7 +47,7 @@ func newTestPipeline(t testing.TB, doc string, mod func(*Options)) (*Pipeline, *
 	t.Helper()
 	l := openTestLog(t, t.TempDir())
 	opts := Options{Config: mustConfig(t, doc), Log: l, Metrics: metrics.NewSet(), ExternalURL: "http://vigil.example:9201",
-		BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, RequestTimeout: 2 * time.Second}
+		BackoffInitial: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, RequestTimeout: 10 * time.Second}
 	if mod != nil {
 		mod(&opts)
 	}
