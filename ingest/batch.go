@@ -121,8 +121,12 @@ func (b *Batch) DropSeries() {
 // SetDecodedBytes records the size of the decoded input, used for the bytes metrics.
 func (b *Batch) SetDecodedBytes(n int) { b.decodedBytes = n }
 
-// Partition returns the partition series i was assigned by the last Write, or -1 if
-// it was rejected or skipped.
+// partitionSkipped marks a series that Write left out without rejecting it.
+const partitionSkipped = -2
+
+// Partition returns the partition series i was appended to by the last Write: -1 if
+// it was rejected (or its partition's append failed), -2 if it was left out without
+// being rejected (nothing to store, or skipped by WriteSkipping).
 func (b *Batch) Partition(i int) int {
 	if i >= len(b.partition) {
 		return -1

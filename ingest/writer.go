@@ -174,7 +174,15 @@ type Result struct {
 	Samples, Histograms, Exemplars int
 	// Rejected lists the series refused, by reason.
 	Rejected Rejections
+	// FailedPartitions lists the partitions whose append failed (with an
+	// ErrLogUnavailable error); the series of the other partitions are in the log, and
+	// Batch.Partition still reports them.
+	FailedPartitions []int
 }
+
+// SkipFunc tells Write to leave out series i of the batch, which would go to
+// partition p (used to finish a partly appended redelivery without duplicates).
+type SkipFunc func(i, p int) bool
 
 // Write validates b, then appends its valid series to the log; it returns once they
 // are durable under the log's fsync policy. Rejected series are counted in the Result
@@ -184,6 +192,13 @@ type Result struct {
 // but no series is ever split. b must not be used concurrently; b.Partition reports
 // where each series went.
 func (w *Writer) Write(ctx context.Context, b *Batch, proto Protocol) (Result, error) {
+	return w.WriteSkipping(ctx, b, proto, nil)
+}
+
+// WriteSkipping is Write, leaving out the valid series for which skip (if not nil)
+// returns true; those count neither as written nor as rejected, and their
+// Batch.Partition is -2.
+func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, skip SkipFunc) (Result, error) {
 	var res Result
 	b.EndSeries()
 	if max := w.limits.MaxSeriesPerRequest; max > 0 && len(b.Series) > max {
@@ -224,6 +239,7 @@ func (w *Writer) Write(ctx context.Context, b *Batch, proto Protocol) (Result, e
 			continue
 		}
 		if len(s.Samples)+len(s.Histograms)+len(s.Exemplars) == 0 {
+			b.partition[i] = partitionSkipped
 			continue // nothing to store (e.g. a metadata-only series)
 		}
 		h := SeriesHash(ls)
@@ -235,18 +251,28 @@ func (w *Writer) Write(ctx context.Context, b *Batch, proto Protocol) (Result, e
 			continue
 		}
 		p := PartitionOf(h, nparts)
+		if skip != nil && skip(i, p) {
+			b.partition[i] = partitionSkipped
+			continue
+		}
 		b.partition[i] = int32(p)
 		pe.parts[p].add(pe, s, nowMs)
 		res.Samples += len(s.Samples)
 		res.Histograms += len(s.Histograms)
 		res.Exemplars += len(s.Exemplars)
 	}
-	if err := w.appendAll(ctx, pe); err != nil {
-		for i := range b.partition {
-			b.partition[i] = -1
+	if failed, err := w.appendAll(ctx, pe); err != nil {
+		bad := make(map[int32]bool, len(failed))
+		for _, p := range failed {
+			bad[int32(p)] = true
+		}
+		for i, p := range b.partition {
+			if bad[p] {
+				b.partition[i] = -1
+			}
 		}
 		w.appendErrors.Inc()
-		return Result{Rejected: res.Rejected}, err
+		return Result{Rejected: res.Rejected, FailedPartitions: failed}, err
 	}
 	w.samplesTotal[proto].Add(res.Samples)
 	w.histsTotal[proto].Add(res.Histograms)
@@ -293,19 +319,23 @@ func (w *Writer) maybeSweep(now int64) {
 }
 
 // appendAll does one Append per non-empty partition, concurrently; it returns the
-// first error.
-func (w *Writer) appendAll(ctx context.Context, pe *partitionEncoders) error {
-	var used []int
+// partitions that failed and the first error.
+func (w *Writer) appendAll(ctx context.Context, pe *partitionEncoders) ([]int, error) {
+	used := pe.used[:0]
 	for p := range pe.parts {
 		if pe.parts[p].n > 0 {
 			used = append(used, p)
 		}
 	}
+	pe.used = used
 	if len(used) == 0 {
-		return nil
+		return nil, nil
 	}
 	if len(used) == 1 {
-		return w.appendOne(ctx, pe, used[0])
+		if err := w.appendOne(ctx, pe, used[0]); err != nil {
+			return []int{used[0]}, err
+		}
+		return nil, nil
 	}
 	errs := make([]error, len(used))
 	var wg sync.WaitGroup
@@ -318,12 +348,17 @@ func (w *Writer) appendAll(ctx context.Context, pe *partitionEncoders) error {
 	}
 	errs[0] = w.appendOne(ctx, pe, used[0])
 	wg.Wait()
-	for _, err := range errs {
+	var failed []int
+	var first error
+	for i, err := range errs {
 		if err != nil {
-			return err
+			failed = append(failed, used[i])
+			if first == nil {
+				first = err
+			}
 		}
 	}
-	return nil
+	return failed, first
 }
 
 func (w *Writer) appendOne(ctx context.Context, pe *partitionEncoders, p int) error {
@@ -344,6 +379,7 @@ func (w *Writer) appendOne(ctx context.Context, pe *partitionEncoders, p int) er
 // batches being encoded.
 type partitionEncoders struct {
 	parts []partEnc
+	used  []int
 }
 
 type partEnc struct {
