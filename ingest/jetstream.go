@@ -217,6 +217,11 @@ func (c *jsConsumer) run(ctx context.Context) {
 	var nb natsBatch
 	c.backoff = 100 * time.Millisecond
 	for ctx.Err() == nil {
+		select {
+		case <-c.n.stopping:
+			return
+		default:
+		}
 		batch, err := c.cons.Fetch(c.batch, jetstream.FetchMaxWait(c.fetchWait))
 		if err != nil {
 			if ctx.Err() == nil {

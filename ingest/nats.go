@@ -64,7 +64,10 @@ type NATSIngest struct {
 	opts   NATSOptions
 	logger *slog.Logger
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// stopping is closed by Stop: loops finish their batch and return.
+	stopping chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 	subs   []*nats.Subscription
 
 	good, bad, deadLettered *metrics.Counter
@@ -99,6 +102,7 @@ func StartNATS(ctx context.Context, opts NATSOptions) (*NATSIngest, error) {
 		opts:         opts,
 		logger:       opts.Logger,
 		cancel:       cancel,
+		stopping:     make(chan struct{}),
 		good:         opts.Metrics.GetOrCreateCounter(`vigil_ingest_nats_messages_total{result="ok"}`),
 		bad:          opts.Metrics.GetOrCreateCounter(`vigil_ingest_nats_messages_total{result="bad"}`),
 		deadLettered: opts.Metrics.GetOrCreateCounter(`vigil_ingest_nats_deadlettered_total`),
@@ -144,15 +148,16 @@ func (n *NATSIngest) Stop(ctx context.Context) error {
 	for _, s := range n.subs {
 		s.Unsubscribe()
 	}
+	n.stopOnce.Do(func() { close(n.stopping) })
 	done := make(chan struct{})
 	go func() {
 		n.wg.Wait()
 		close(done)
 	}()
-	// Give the batch in progress a moment to finish before cancelling it.
+	// Give the batch in progress time to finish before cancelling it.
 	select {
 	case <-done:
-	case <-time.After(2 * time.Second):
+	case <-time.After(5 * time.Second):
 	case <-ctx.Done():
 	}
 	n.cancel()
@@ -356,6 +361,12 @@ func (n *NATSIngest) runCore(ctx context.Context, ch chan *nats.Msg) {
 		case first = <-ch:
 		case <-ctx.Done():
 			return
+		case <-n.stopping:
+			select {
+			case first = <-ch: // what was received before the unsubscribe
+			default:
+				return
+			}
 		}
 		msgs, pool = msgs[:0], pool[:0]
 		size := 0
