@@ -32,7 +32,7 @@ const (
 )
 
 // persistedAlert is the JSON value of an alert_state record. Times are Unix
-// milliseconds, 0 meaning none.
+// nanoseconds (slots are not whole milliseconds), 0 meaning none.
 type persistedAlert struct {
 	V               int               `json:"v"`
 	State           string            `json:"state"`
@@ -47,25 +47,25 @@ type persistedAlert struct {
 	KeepFiringSince int64             `json:"keep_firing_since,omitempty"`
 }
 
-func toMillis(t time.Time) int64 {
+func toNanos(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
-	return t.UnixMilli()
+	return t.UnixNano()
 }
 
-func fromMillis(ms int64) time.Time {
-	if ms == 0 {
+func fromNanos(ns int64) time.Time {
+	if ns == 0 {
 		return time.Time{}
 	}
-	return time.UnixMilli(ms).UTC()
+	return time.Unix(0, ns).UTC()
 }
 
 func encodeAlert(a *Alert) ([]byte, error) {
 	p := persistedAlert{
 		V: stateVersion, State: a.State.String(), Labels: a.Labels.Map(), Value: a.Value,
-		ActiveAt: toMillis(a.ActiveAt), FiredAt: toMillis(a.FiredAt), ResolvedAt: toMillis(a.ResolvedAt),
-		LastSentAt: toMillis(a.LastSentAt), ValidUntil: toMillis(a.ValidUntil), KeepFiringSince: toMillis(a.KeepFiringSince),
+		ActiveAt: toNanos(a.ActiveAt), FiredAt: toNanos(a.FiredAt), ResolvedAt: toNanos(a.ResolvedAt),
+		LastSentAt: toNanos(a.LastSentAt), ValidUntil: toNanos(a.ValidUntil), KeepFiringSince: toNanos(a.KeepFiringSince),
 	}
 	if a.Annotations.Len() > 0 {
 		p.Annotations = a.Annotations.Map()
@@ -94,8 +94,8 @@ func decodeAlert(b []byte) (Alert, error) {
 	}
 	return Alert{
 		State: st, Labels: labels.FromMap(p.Labels), Annotations: labels.FromMap(p.Annotations), Value: p.Value,
-		ActiveAt: fromMillis(p.ActiveAt), FiredAt: fromMillis(p.FiredAt), ResolvedAt: fromMillis(p.ResolvedAt),
-		LastSentAt: fromMillis(p.LastSentAt), ValidUntil: fromMillis(p.ValidUntil), KeepFiringSince: fromMillis(p.KeepFiringSince),
+		ActiveAt: fromNanos(p.ActiveAt), FiredAt: fromNanos(p.FiredAt), ResolvedAt: fromNanos(p.ResolvedAt),
+		LastSentAt: fromNanos(p.LastSentAt), ValidUntil: fromNanos(p.ValidUntil), KeepFiringSince: fromNanos(p.KeepFiringSince),
 	}, nil
 }
 
