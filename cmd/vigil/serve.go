@@ -69,6 +69,7 @@ type component struct {
 // before it set on the server; they stop in reverse order.
 func (s *server) components() []component {
 	return []component{
+		{"ingest", startIngest},
 		{"store", startStore},
 		{"alerting", startAlerting},
 	}
