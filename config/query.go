@@ -28,7 +28,7 @@ func defaultQuery() QueryConfig {
 		RawRetention:     Duration(24 * time.Hour),
 		RollupRetention:  Duration(30 * 24 * time.Hour),
 		OutOfOrderWindow: Duration(10 * time.Minute),
-		BlockDuration:    Duration(time.Hour),
+		BlockDuration:    Duration(2 * time.Hour),
 		Timeout:          Duration(2 * time.Minute),
 		MaxSamples:       50000000,
 		MaxConcurrency:   20,

@@ -27,9 +27,10 @@ type Options struct {
 	// OutOfOrderWindow accepts samples this far behind the newest sample of the store
 	// (default 0: none).
 	OutOfOrderWindow time.Duration
-	// BlockDuration is the time range of the head block cut to disk (default 1h). The
-	// head is cut once it spans 1.5 block durations, which also bounds how much of the
-	// log a restart after a crash replays.
+	// BlockDuration is the time range of the head block cut to disk (default 2h, as
+	// Prometheus). The head is cut once it spans 1.5 block durations, which also bounds
+	// how much of the log a restart after a crash replays. Samples up to half of it
+	// behind the newest sample are appended in order (more with OutOfOrderWindow).
 	BlockDuration time.Duration
 	// QueryTimeout bounds one PromQL query (default 2m).
 	QueryTimeout time.Duration
@@ -50,7 +51,7 @@ func (o *Options) setDefaults() {
 		o.RawRetention = 24 * time.Hour
 	}
 	if o.BlockDuration <= 0 {
-		o.BlockDuration = time.Hour
+		o.BlockDuration = 2 * time.Hour
 	}
 	if o.QueryTimeout <= 0 {
 		o.QueryTimeout = 2 * time.Minute
