@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -113,6 +114,7 @@ func newConfig(am *amconfig.Config) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("alerting: templates: %w", err)
 	}
+	tmpl.ExternalURL = &url.URL{}
 	c.tmpl = tmpl
 	ti := make(map[string][]timeinterval.TimeInterval, len(am.TimeIntervals)+len(am.MuteTimeIntervals))
 	for _, t := range am.MuteTimeIntervals {

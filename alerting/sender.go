@@ -42,16 +42,11 @@ func newSender(o *outbox, id string) *sender {
 	}
 }
 
-// push appends n to the queue, keeping it sorted by sequence number.
+// push appends n to the queue. Notifications of one group are pushed in the order
+// of their flushes (a group's flushes are serialised), so in order per dedup_key.
 func (s *sender) push(n *notification) {
 	s.mu.Lock()
-	i := len(s.queue)
-	for i > 0 && s.queue[i-1].Seq > n.Seq {
-		i--
-	}
-	s.queue = append(s.queue, nil)
-	copy(s.queue[i+1:], s.queue[i:])
-	s.queue[i] = n
+	s.queue = append(s.queue, n)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -68,11 +63,15 @@ func (s *sender) head() *notification {
 	return s.queue[0]
 }
 
+// pop removes n, the notification just handled.
 func (s *sender) pop(n *notification) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.queue) > 0 && s.queue[0] == n {
-		s.queue = s.queue[1:]
+	for i, q := range s.queue {
+		if q == n {
+			s.queue = append(s.queue[:i:i], s.queue[i+1:]...)
+			return
+		}
 	}
 }
 

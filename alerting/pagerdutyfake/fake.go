@@ -45,6 +45,9 @@ const (
 	// Hang never answers: the request blocks until the client gives up or Release
 	// (or Close) is called.
 	Hang
+	// AcceptHang accepts the event (as PagerDuty would) but never answers, as when
+	// the response is lost: the client must retry, and dedup_key makes it harmless.
+	AcceptHang
 )
 
 // Event is an accepted event, decoded.
@@ -292,6 +295,20 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev.Received = now
+	s.accept(ev, body, now)
+	if mode == AcceptHang {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+			http.Error(w, "released", http.StatusInternalServerError)
+		}
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"status": "success", "message": "Event processed", "dedup_key": ev.DedupKey})
+}
+
+// accept records an accepted event and applies it to the incidents.
+func (s *Server) accept(ev *Event, body []byte, now time.Time) {
 	s.mu.Lock()
 	if ev.DedupKey == "" {
 		ev.DedupKey = randomKey()
@@ -319,7 +336,6 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	s.notifyLocked()
 	s.mu.Unlock()
-	writeJSON(w, http.StatusAccepted, map[string]any{"status": "success", "message": "Event processed", "dedup_key": ev.DedupKey})
 }
 
 // Validate checks an Events API v2 request body against the documented schema and
