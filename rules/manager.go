@@ -498,3 +498,10 @@ func (m *Manager) notify(ctx context.Context, g *Group, r *AlertingRule, alerts 
 	m.notified.Add(len(out))
 	m.opts.Notify(ctx, out)
 }
+
+// Files returns the rule files of the last successful load.
+func (m *Manager) Files() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return append([]string(nil), m.files...)
+}

@@ -1,15 +1,139 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/util/annotations"
 
+	"github.com/vigilhq/vigil/alerting"
+	"github.com/vigilhq/vigil/api"
+	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/rules"
 )
+
+// startRules loads cfg.rule_files into the rules manager, evaluates them over the query
+// store (on each group's interval and on arrival of the metrics they read, through the
+// store's arrival hook), keeps alert state in the log's alert_state topic, and hands
+// alerts to the alerting stage. A rule file that does not load at start is reported
+// (log, metric, /api/v1/status/rules) and Vigil runs without those rules until a reload
+// succeeds. Routes: GET /api/v1/rules, GET /api/v1/alerts, GET /api/v1/status/rules.
+func startRules(s *server, ctx context.Context) (func(context.Context) error, error) {
+	if s.store == nil {
+		return nil, errors.New("the rules need the query store, which has not started")
+	}
+	rc := s.cfg.Rules
+	logger := s.logger.With("component", "rules")
+	m, err := rules.NewManager(rules.Options{
+		Queryable:  s.store.Queryable(),
+		Engine:     s.store.Engine(),
+		Appendable: s.store.Appendable(),
+		Log:        s.log,
+		Notify: func(ctx context.Context, as []alerting.Alert) {
+			if err := s.alerts.Send(ctx, as); err != nil {
+				logger.Error("hand alerts to the alerting stage", "alerts", len(as), "err", err)
+			}
+		},
+		Interval:             rc.EvaluationInterval.D(),
+		ExternalLabels:       labels.FromMap(rc.ExternalLabels),
+		ExternalURL:          s.externalURL(),
+		OnArrival:            rc.OnArrival,
+		OnArrivalMinInterval: rc.OnArrivalMinInterval.D(),
+		Metrics:              s.metrics,
+		Logger:               logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Update(s.ruleGlobs(s.cfg)); err != nil {
+		logger.Error("rule files did not load; running without them until a reload succeeds", "err", err)
+	}
+	s.rules = m
+	s.rulesArrived.Store(m)
+	s.store.SetArrivalHook(m.Arrived)
+	m.Start(ctx)
+
+	s.mux.Handle("GET /api/v1/rules", api.Handler(func(r *http.Request) (any, annotations.Annotations, error) {
+		f := rules.RulesFilter{
+			RuleNames:     r.Form["rule_name[]"],
+			RuleGroups:    r.Form["rule_group[]"],
+			Files:         r.Form["file[]"],
+			ExcludeAlerts: r.FormValue("exclude_alerts") == "true",
+		}
+		switch t := strings.ToLower(r.FormValue("type")); t {
+		case "", "alert", "record":
+			f.Type = t
+		default:
+			return nil, nil, api.Errorf(api.ErrBadData, "invalid query parameter type='%s'", r.FormValue("type"))
+		}
+		return m.RulesAPI(f), nil, nil
+	}))
+	s.mux.Handle("GET /api/v1/alerts", api.Handler(func(*http.Request) (any, annotations.Annotations, error) {
+		return m.AlertsAPI(), nil, nil
+	}))
+	s.mux.Handle("GET /api/v1/status/rules", api.Handler(func(*http.Request) (any, annotations.Annotations, error) {
+		at, lerr := m.LastReload()
+		st := struct {
+			Files             []string  `json:"files"`
+			LastReload        time.Time `json:"lastReload"`
+			LastReloadSuccess bool      `json:"lastReloadSuccess"`
+			LastReloadError   string    `json:"lastReloadError,omitempty"`
+		}{Files: m.Files(), LastReload: at, LastReloadSuccess: lerr == nil}
+		if lerr != nil {
+			st.LastReloadError = lerr.Error()
+		}
+		return st, nil, nil
+	}))
+	s.onReload("rules", func(c *config.Config) error { return m.Update(s.ruleGlobs(c)) })
+	return func(context.Context) error {
+		s.rulesArrived.Store(nil)
+		m.Stop()
+		return nil
+	}, nil
+}
+
+// ruleGlobs returns cfg.rule_files with relative patterns resolved against the config
+// file's folder (as Prometheus does), or the working directory without a config file.
+func (s *server) ruleGlobs(c *config.Config) []string {
+	out := make([]string, 0, len(c.RuleFiles))
+	for _, g := range c.RuleFiles {
+		if s.configFile != "" && !filepath.IsAbs(g) {
+			g = filepath.Join(filepath.Dir(s.configFile), g)
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+// externalURL is server.external_url, or http(s)://<listen>.
+func (s *server) externalURL() string {
+	if u := s.cfg.Server.ExternalURL; u != "" {
+		return strings.TrimRight(u, "/")
+	}
+	scheme := "http"
+	if s.cfg.Server.TLS.CertFile != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + s.cfg.Server.Listen
+}
+
+// ruleArrivals tells the rules that samples of these metrics are queryable, for stages
+// that start before the rules (the rollup engine's OnWindowClosed): before the rules
+// start, and after they stop, it does nothing. Safe for concurrent use.
+func (s *server) ruleArrivals(metricNames []string) {
+	if m := s.rulesArrived.Load(); m != nil {
+		m.Arrived(metricNames)
+	}
+}
 
 const rulesUsage = `Usage:
   vigil rules check [flags] [FILE...]   check rule files (standard input if none), as promtool check rules

@@ -2,13 +2,20 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
 )
 
 // promtoolPath returns the reference promtool ($PROMTOOL, else ../../bin/promtool). When
@@ -206,5 +213,135 @@ func TestRulesAgainstPromtoolCorpus(t *testing.T) {
 	if !ran {
 		// The corpus is not part of the repository: it is checked whenever it is beside it.
 		t.Skip("../shared/corpus is absent beside the project")
+	}
+}
+
+// rulesRemoteWrite sends one sample over remote-write 1.0.
+func rulesRemoteWrite(t *testing.T, addr, name string, v float64, ts time.Time) {
+	t.Helper()
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: name}, {Name: "job", Value: "e2e"}},
+		Samples: []prompb.Sample{{Value: v, Timestamp: ts.UnixMilli()}},
+	}}}
+	b, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hreq, _ := http.NewRequest("POST", "http://"+addr+"/api/v1/write", bytes.NewReader(snappy.Encode(nil, b)))
+	hreq.Header.Set("Content-Type", "application/x-protobuf")
+	hreq.Header.Set("Content-Encoding", "snappy")
+	hreq.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("remote write: %d %s", resp.StatusCode, body)
+	}
+}
+
+type apiAlerts struct {
+	Status string `json:"status"`
+	Data   struct {
+		Alerts []struct {
+			Labels   map[string]string `json:"labels"`
+			State    string            `json:"state"`
+			ActiveAt string            `json:"activeAt"`
+			Value    string            `json:"value"`
+		} `json:"alerts"`
+	} `json:"data"`
+}
+
+func (p *vigilProc) alerts(t *testing.T) apiAlerts {
+	t.Helper()
+	code, body := p.get(t, "/api/v1/alerts")
+	var a apiAlerts
+	if code != 200 || json.Unmarshal([]byte(body), &a) != nil || a.Status != "success" {
+		t.Fatalf("/api/v1/alerts: %d %s", code, body)
+	}
+	return a
+}
+
+func waitRules(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServeRules runs `vigil serve` with a rule file: a remote-written sample fires an
+// alert on arrival (the group's interval is an hour), a broken rule file on reload
+// keeps the old rules and is reported, and after kill -9 the alert is still firing
+// with the same activeAt.
+func TestServeRules(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "rules"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ruleFile := filepath.Join(dir, "rules", "e2e.yml")
+	good := "groups:\n  - name: e2e\n    interval: 1h\n    rules:\n      - alert: E2EHigh\n        expr: vigil_e2e_value > 10\n        annotations:\n          summary: 'value {{ $value }}'\n"
+	if err := os.WriteFile(ruleFile, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(cfg, []byte("rule_files: [rules/*.yml]\nrules:\n  on_arrival: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(dir, "data")
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := startVigil(t, dataDir, "--config", cfg)
+
+	rulesRemoteWrite(t, p.addr, "vigil_e2e_value", 20, time.Now())
+	waitRules(t, "E2EHigh firing", func() bool {
+		a := p.alerts(t)
+		return len(a.Data.Alerts) == 1 && a.Data.Alerts[0].State == "firing"
+	})
+	before := p.alerts(t).Data.Alerts[0]
+	if before.Labels["alertname"] != "E2EHigh" || before.Value != "2e+01" {
+		t.Errorf("alert %+v", before)
+	}
+
+	if err := os.WriteFile(ruleFile, []byte("groups:\n  - name: e2e\n    rules:\n      - alert: X\n        expr: sum(\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+p.addr+"/-/reload", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == 200 {
+		t.Errorf("reload of a broken rule file answered 200")
+	}
+	if code, body := p.get(t, "/api/v1/rules"); code != 200 || !strings.Contains(body, `"name":"E2EHigh"`) || !strings.Contains(body, `"health":"ok"`) {
+		t.Errorf("/api/v1/rules after a failed reload: %d %s", code, body)
+	}
+	if code, body := p.get(t, "/api/v1/status/rules"); code != 200 || !strings.Contains(body, `"lastReloadSuccess":false`) || !strings.Contains(body, "e2e.yml") {
+		t.Errorf("/api/v1/status/rules: %d %s", code, body)
+	}
+	if _, body := p.get(t, "/metrics"); !strings.Contains(body, `vigil_rule_reloads_total{result="failure"} 1`) || !strings.Contains(body, "vigil_rule_evaluations_total") {
+		t.Errorf("/metrics lacks the rule metrics")
+	}
+
+	// kill -9, restart: the alert is restored from the alert_state topic.
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p.done <- nil // for the first process's cleanup
+	if err := os.WriteFile(ruleFile, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p2 := startVigil(t, dataDir, "--config", cfg)
+	after := p2.alerts(t).Data.Alerts
+	if len(after) != 1 || after[0].State != "firing" || after[0].ActiveAt != before.ActiveAt {
+		t.Errorf("after kill -9: %+v, before %+v", after, before)
 	}
 }

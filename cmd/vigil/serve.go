@@ -22,6 +22,7 @@ import (
 
 	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/logcore"
+	"github.com/vigilhq/vigil/rules"
 	"github.com/vigilhq/vigil/store"
 )
 
@@ -40,8 +41,11 @@ type server struct {
 	nats    *embeddedNATS
 	// natsClosed is closed when nc has closed (after a drain).
 	natsClosed chan struct{}
-	store      *store.Store // the query store (store.go): Queryable, Appendable, Engine, arrival hook
-	alerts     alertsHandle // the alerting pipeline (alerting.go); Send works before it starts
+	store      *store.Store   // the query store (store.go): Queryable, Appendable, Engine, arrival hook
+	alerts     alertsHandle   // the alerting pipeline (alerting.go); Send works before it starts
+	rules      *rules.Manager // the rules (rules.go): groups, alert state, rules and alerts API
+	// rulesArrived is the running rules manager for s.ruleArrivals (rules.go), nil before it starts.
+	rulesArrived atomic.Pointer[rules.Manager]
 
 	ready     atomic.Bool
 	reloadMu  sync.Mutex
@@ -71,6 +75,7 @@ func (s *server) components() []component {
 	return []component{
 		{"ingest", startIngest},
 		{"store", startStore},
+		{"rules", startRules},
 		{"alerting", startAlerting},
 	}
 }
