@@ -63,7 +63,9 @@ func New(opts Options) *API {
 
 // Register adds the query endpoints to mux, for GET and POST (form-encoded) alike:
 // /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels,
-// /api/v1/label/{name}/values and /api/v1/status/buildinfo.
+// /api/v1/label/{name}/values and /api/v1/status/buildinfo; and, because Grafana's
+// Prometheus data source asks for them, /api/v1/metadata and /api/v1/query_exemplars,
+// answered as Prometheus answers with no metric metadata and no exemplar storage.
 func (a *API) Register(mux *http.ServeMux) {
 	for path, f := range map[string]Func{
 		"/api/v1/query":               a.query,
@@ -72,6 +74,8 @@ func (a *API) Register(mux *http.ServeMux) {
 		"/api/v1/labels":              a.labelNames,
 		"/api/v1/label/{name}/values": a.labelValues,
 		"/api/v1/status/buildinfo":    a.buildInfo,
+		"/api/v1/metadata":            a.metadata,
+		"/api/v1/query_exemplars":     a.queryExemplars,
 	} {
 		h := Handler(f)
 		mux.Handle("GET "+path, h)
@@ -414,6 +418,35 @@ func (a *API) labelValues(r *http.Request) (any, annotations.Annotations, error)
 		warnings = warnings.Add(errors.New("results truncated due to limit"))
 	}
 	return vals, warnings, nil
+}
+
+func (a *API) metadata(r *http.Request) (any, annotations.Annotations, error) {
+	for _, p := range []string{"limit", "limit_per_metric"} {
+		if v := r.FormValue(p); v != "" {
+			if _, err := strconv.Atoi(v); err != nil {
+				return nil, nil, Errorf(ErrBadData, "%s must be a number", p)
+			}
+		}
+	}
+	return map[string]any{}, nil, nil
+}
+
+func (a *API) queryExemplars(r *http.Request) (any, annotations.Annotations, error) {
+	start, end, err := parseRange(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if end.Before(start) {
+		return nil, nil, Errorf(ErrBadData, "end timestamp must not be before start timestamp")
+	}
+	expr, err := a.parser.ParseExpr(r.FormValue("query"))
+	if err != nil {
+		return nil, nil, &Error{ErrBadData, err}
+	}
+	if len(parser.ExtractSelectors(expr)) == 0 {
+		return nil, nil, nil
+	}
+	return []any{}, nil, nil
 }
 
 func (a *API) buildInfo(*http.Request) (any, annotations.Annotations, error) {
