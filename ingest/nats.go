@@ -68,7 +68,7 @@ type NATSIngest struct {
 	stopping chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
-	subs   []*nats.Subscription
+	subs     []*nats.Subscription
 
 	good, bad, deadLettered *metrics.Counter
 

@@ -326,7 +326,6 @@ func promUpSamples(t *testing.T, addr string) int {
 	return n
 }
 
-
 // promSeriesSet is every series Prometheus has stored.
 func promSeriesSet(t *testing.T, addr string) map[string]bool {
 	var r struct {
