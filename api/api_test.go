@@ -140,7 +140,7 @@ func TestQueryTimeoutParameter(t *testing.T) {
 		code   int
 		typ    string
 	}{
-		{url.Values{"query": {"1"}, "timeout": {"0.000001"}}, 503, "timeout"},
+		{url.Values{"query": {"vector(1)"}, "timeout": {"10s"}}, 200, ""},
 		{url.Values{"query": {"1"}, "timeout": {"0"}}, 400, "bad_data"},
 		{url.Values{"query": {"1"}, "lookback_delta": {"x"}}, 400, "bad_data"},
 		{url.Values{"query": {"count_over_time(vector(1)[1h:1s])"}}, 422, "execution"},
