@@ -273,7 +273,9 @@ func TestCorruptActiveSegment(t *testing.T) {
 // log again (rebuilt at open or when a read met a mismatched entry).
 func TestCorruptIndexes(t *testing.T) {
 	fx := newCorruptionFixture(t)
-	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 5))
+	seed := uint64(os.Getpid())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 5))
 	type damage func(b []byte) []byte
 	kinds := map[string]damage{
 		"missing":  nil,
@@ -326,10 +328,13 @@ func TestCorruptIndexes(t *testing.T) {
 						}
 					}
 					fx.checkDamagedLog(t, dir, int64(len(fx.recs)), name)
-					if !(kind == "flip" && ext == timeIndexExt) {
-						fx.checkTimeLookups(t, dir, name)
+					fx.checkTimeLookups(t, dir, name)
+					if !(kind == "flip" && ext == timeIndexExt && segName != "active") {
+						// A time entry of a closed segment whose timestamp is flipped
+						// is found (and the index rebuilt) only by a time lookup that
+						// starts at it; nothing else reads the batches to check it.
+						checkIndexesOnDisk(t, pdir, name)
 					}
-					checkIndexesOnDisk(t, pdir, name)
 				}
 			}
 		}
