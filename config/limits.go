@@ -19,7 +19,11 @@ type LimitsConfig struct {
 	// MaxActiveSeries caps distinct series seen in the last ActiveSeriesWindow; 0 is unlimited.
 	MaxActiveSeries    int      `yaml:"max_active_series"`
 	ActiveSeriesWindow Duration `yaml:"active_series_window"`
-	// MaxInflightBytes bounds decoded request bytes held at once; past it writes get 429.
+	// MaxInflightBytes bounds the memory held by writes in flight: each remote-write
+	// request is charged its compressed size plus 4x its decompressed size (the body,
+	// the decoded batch and the encoded log records), each NATS batch 3x its payloads.
+	// Past it, remote-write answers 429 with Retry-After and NATS consumers wait (core)
+	// or nak (JetStream).
 	MaxInflightBytes ByteSize `yaml:"max_inflight_bytes"`
 	// NameValidation is "utf8" (Prometheus 3's default) or "legacy".
 	NameValidation string `yaml:"name_validation"`

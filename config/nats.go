@@ -18,8 +18,9 @@ type NATSConfig struct {
 	Subjects []string `yaml:"subjects"`
 	// QueueGroup lets several Vigils share the subjects.
 	QueueGroup string `yaml:"queue_group"`
-	// Formats maps a subject pattern to a payload format ("json" or "influx"); a
-	// message's Content-Type header wins; JSON is the fallback.
+	// Formats maps a subject pattern (NATS wildcards * and >) to a payload format
+	// ("json" or "influx"); a message's Content-Type header wins; without either, a
+	// payload starting with { or [ is JSON and anything else Influx line protocol.
 	Formats map[string]string `yaml:"formats"`
 	// DeadLetterSubject receives bad messages with their error.
 	DeadLetterSubject string `yaml:"deadletter_subject"`

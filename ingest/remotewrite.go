@@ -158,11 +158,15 @@ func (h *RemoteWriteHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) 
 		h.tooLarge(rw, "decompressed body of %d bytes would exceed limits.max_decompressed_bytes (%d)", n, maxDec)
 		return
 	}
-	if err := h.w.Acquire(int64(n)); err != nil {
+	// While decoded and encoded, a request holds its decompressed body, the batch
+	// (label and sample structs pointing into it) and the encoded sample batches: about
+	// four times the decompressed size.
+	charge := decodedCharge * int64(n)
+	if err := h.w.Acquire(charge); err != nil {
 		h.retryLater(rw, http.StatusTooManyRequests, err)
 		return
 	}
-	defer h.w.Release(int64(n))
+	defer h.w.Release(charge)
 	if cap(st.decoded) < n {
 		st.decoded = make([]byte, n)
 	}
@@ -247,6 +251,9 @@ func writtenHeaders(rw http.ResponseWriter, res Result) {
 }
 
 var errBodyTooLarge = errors.New("body too large")
+
+// decodedCharge is what a decompressed byte costs in the in-flight budget.
+const decodedCharge = 4
 
 // readBody reads all of r into dst, failing with errBodyTooLarge past max bytes.
 func readBody(dst []byte, r io.Reader, max int64) ([]byte, error) {
