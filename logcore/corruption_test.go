@@ -392,3 +392,45 @@ func checkIndexesOnDisk(t *testing.T, pdir, what string) {
 		}
 	}
 }
+
+// TestCorruptClosedSegment flips bits in the middle of a closed segment, with its
+// indexes intact or removed (so that open rescans it): open succeeds and does not cut
+// the closed segment, records before the damage and in later segments read back, and
+// reads of the damaged records fail with ErrCorrupt instead of skipping them.
+func TestCorruptClosedSegment(t *testing.T) {
+	fx := newCorruptionFixture(t)
+	base := fx.bases[1]
+	spans := fx.batches[base]
+	mid := spans[len(spans)/2]
+	for _, dropIndex := range []bool{false, true} {
+		name := fmt.Sprintf("closed-flip-drop-index=%v", dropIndex)
+		dir, pdir := fx.clone(t)
+		path := segmentPath(pdir, base, logExt)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[mid.pos+batchHeaderSize+3] ^= 0x40
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if dropIndex {
+			removeIndexFiles(pdir, base)
+		}
+		fx.checkDamagedLog(t, dir, mid.base, name)
+		l := openTest(t, dir, corruptionOptions())
+		tp, _ := l.Topic(corruptionTopic, TopicConfig{})
+		if st, err := os.Stat(path); err != nil || st.Size() != int64(len(b)) {
+			t.Fatalf("%s: the closed segment was cut: %v", name, err)
+		}
+		if _, err := tp.Read(0, mid.base, 0, nil); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s: read of the damaged batch: %v, want ErrCorrupt", name, err)
+		}
+		next := fx.bases[2]
+		recs, err := tp.Read(0, next, 0, nil)
+		if err != nil || len(recs) == 0 || !sameRecord(recs[0], fx.recs[next]) {
+			t.Fatalf("%s: read of the next segment: %v", name, err)
+		}
+		l.Close()
+	}
+}

@@ -195,7 +195,7 @@ func (pt *partition) loadClosed(s *segment, size int64) error {
 		}
 	}
 	pt.logger().Info("rebuilding the indexes of a closed segment", "base", s.base)
-	if err := pt.scanTail(s, segmentHeaderSize, size, s.base); err != nil {
+	if err := pt.scanTail(s, segmentHeaderSize, size, s.base, false); err != nil {
 		return err
 	}
 	s.sealIndex()
@@ -250,7 +250,7 @@ func (pt *partition) recoverActive(s *segment, size int64) error {
 		s.runMax, s.lastIdxPos = tidx[j].ts, start
 		break
 	}
-	if err := pt.scanTail(s, start, size, expect); err != nil {
+	if err := pt.scanTail(s, start, size, expect, true); err != nil {
 		return err
 	}
 	if err := s.openIndexFiles(false); err != nil {
@@ -291,8 +291,11 @@ func checkIndexEntries(s *segment, idx []indexEntry, tidx []timeEntry, size int6
 }
 
 // scanTail scans s from pos (where a batch with base offset expect starts) to size,
-// noting every good batch in the indexes, and truncates the file at the first bad one.
-func (pt *partition) scanTail(s *segment, pos, size, expect int64) error {
+// noting every good batch in the indexes. At the first bad batch, the active segment
+// (truncate) is cut: its tail may be a torn write. A closed segment is not: its bytes
+// were synced at its roll, so a bad batch there is damage, which is logged and left for
+// reads to report as ErrCorrupt rather than silently dropped with what follows it.
+func (pt *partition) scanTail(s *segment, pos, size, expect int64, truncate bool) error {
 	pt.log.metrics.recoveryScannedBytes.Add(int(size - pos))
 	bs := newBatchScanner(s.f, 1<<20)
 	strict := !pt.topic.config().Compacted
@@ -312,6 +315,14 @@ func (pt *partition) scanTail(s *segment, pos, size, expect int64) error {
 		s.noteBatch(h.baseOffset, h.maxTS, pos, pt.log.opts.IndexIntervalBytes)
 		expect = h.lastOffset() + 1
 		pos += h.size()
+	}
+	if bad != nil && !truncate {
+		pt.logger().Error("a closed segment is corrupt: its records from the damage on cannot be read",
+			"segment", s.base, "position", pos, "bytes", size-pos, "first_unreadable_offset", expect, "err", bad)
+		s.size.Store(size)
+		s.next.Store(expect)
+		s.maxTS.Store(s.runMax)
+		return nil
 	}
 	if bad != nil {
 		pt.logger().Warn("truncating a torn or corrupt segment tail",
