@@ -23,7 +23,7 @@ type coordinator struct {
 // coordRule is one rule's cross-partition state.
 type coordRule struct {
 	r       *rule
-	sealed  []int64                   // per partition
+	sealed  []int64                    // per partition
 	pending map[int64][][]groupPartial // window start -> per-partition partials
 	cum     map[string]*cumState
 	// lastEmitted is the end of the newest window in the rollups log (noWatermark if
