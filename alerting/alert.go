@@ -21,6 +21,11 @@ type Alert struct {
 	EndsAt time.Time
 	// GeneratorURL links back to the rule's expression in Vigil.
 	GeneratorURL string
+	// ValidUntil, optional, is how long a firing alert stays firing without being
+	// sent again (Prometheus sends 4 × max(evaluation interval, resend delay) as
+	// EndsAt). Zero means global.resolve_timeout from now, as Alertmanager does for
+	// alerts posted without an end. Ignored once EndsAt is set.
+	ValidUntil time.Time
 }
 
 // Resolved reports whether the alert has resolved by now.

@@ -167,8 +167,9 @@ func (p *Pipeline) Silences() *Silences { return p.silences }
 
 // Send hands alerts to the pipeline: each is merged with what is known of the same
 // alert (by label set) as Alertmanager merges alerts posted to it, then routed into
-// its aggregation groups. A firing alert (zero EndsAt) resolves by itself after
-// global.resolve_timeout unless sent again. Send never blocks on delivery; re-sending
+// its aggregation groups. A firing alert (zero EndsAt) resolves by itself at its
+// ValidUntil, or global.resolve_timeout after it was sent when that is zero, unless
+// sent again. Send never blocks on delivery; re-sending
 // an alert is harmless. It fails only for invalid alerts (each is skipped, the others
 // are taken) or after Close.
 func (p *Pipeline) Send(ctx context.Context, as []Alert) error {
@@ -209,7 +210,8 @@ func (p *Pipeline) Send(ctx context.Context, as []Alert) error {
 
 // toAMAlert converts a rules alert into Alertmanager's form, as Alertmanager's API
 // does on POST /api/v2/alerts: empty labels dropped, StartsAt defaulted, a zero
-// EndsAt replaced by now + resolve_timeout with Timeout set.
+// EndsAt replaced by ValidUntil (what Prometheus sends as EndsAt of a firing alert)
+// or else by now + resolve_timeout with Timeout set.
 func (p *Pipeline) toAMAlert(in *Alert, now time.Time) (*types.Alert, error) {
 	a := &types.Alert{UpdatedAt: now}
 	a.Labels = make(model.LabelSet, in.Labels.Len())
@@ -231,8 +233,12 @@ func (p *Pipeline) toAMAlert(in *Alert, now time.Time) (*types.Alert, error) {
 		}
 	}
 	if a.EndsAt.IsZero() {
-		a.Timeout = true
-		a.EndsAt = now.Add(p.cfg.resolveTimeout)
+		if in.ValidUntil.After(now) {
+			a.EndsAt = in.ValidUntil
+		} else {
+			a.Timeout = true
+			a.EndsAt = now.Add(p.cfg.resolveTimeout)
+		}
 	}
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("alert %s: %w", a.Labels, err)

@@ -1,0 +1,84 @@
+package alerting
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestResolveTimeout: a firing alert not sent again resolves after
+// global.resolve_timeout (or at its ValidUntil), as in Alertmanager.
+func TestResolveTimeout(t *testing.T) {
+	sink := newWebhookSink(t)
+	doc := "global:\n  resolve_timeout: 400ms\n" + hookConfig(sink.srv.URL, "  group_wait: 0s\n  group_interval: 100ms\n  group_by: [alertname]", "")
+	p, _ := newTestPipeline(t, doc, nil)
+	start := time.Now()
+	send(t, p, alert(start, time.Time{}, "alertname=Timeout"))
+	long := alert(start, time.Time{}, "alertname=Valid")
+	long.ValidUntil = start.Add(time.Hour)
+	send(t, p, long)
+	ms, err := sink.wait(waitCtx(t, 10*time.Second), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resolvedTimeout, resolvedValid bool
+	for i, m := range ms {
+		if m.Status == "resolved" && m.GroupLabels["alertname"] == "Timeout" {
+			resolvedTimeout = true
+			if d := sink.times[i].Sub(start); d < 400*time.Millisecond {
+				t.Errorf("resolved after %s, before resolve_timeout", d)
+			}
+		}
+		if m.Status == "resolved" && m.GroupLabels["alertname"] == "Valid" {
+			resolvedValid = true
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if !resolvedTimeout || resolvedValid {
+		t.Errorf("resolved: timeout alert %t (want true), alert valid for an hour %t (want false)", resolvedTimeout, resolvedValid)
+	}
+}
+
+// TestReload: a reload rebuilds the groups under the new route tree without sending
+// again what was already sent, and sends to the new receivers from then on.
+func TestReload(t *testing.T) {
+	a, b := newWebhookSink(t), newWebhookSink(t)
+	doc := func(url string) string {
+		return hookConfig(url, "  group_wait: 0s\n  group_interval: 100ms\n  group_by: [alertname]", "")
+	}
+	p, _ := newTestPipeline(t, doc(a.srv.URL), nil)
+	start := time.Now()
+	send(t, p, alert(start, time.Time{}, "alertname=R1"))
+	if _, err := a.wait(waitCtx(t, 10*time.Second), 1); err != nil {
+		t.Fatal(err)
+	}
+	// Same receiver name and route: nothing new to send after the reload.
+	if err := p.Reload(mustConfig(t, doc(a.srv.URL))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if n := len(a.messages()); n != 1 {
+		t.Errorf("%d notifications after a no-op reload, want 1", n)
+	}
+	// A new receiver (other name): its first notification goes out.
+	other := fmt.Sprintf(`
+route:
+  receiver: other
+  group_wait: 0s
+  group_interval: 100ms
+  group_by: [alertname]
+receivers:
+  - name: other
+    webhook_configs: [{url: %s}]
+`, b.srv.URL)
+	if err := p.Reload(mustConfig(t, other)); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := b.wait(waitCtx(t, 10*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms[0].Receiver != "other" || ms[0].GroupLabels["alertname"] != "R1" {
+		t.Errorf("after reload: %+v", ms[0])
+	}
+}
