@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -73,8 +74,7 @@ type Manager struct {
 	mu        sync.RWMutex
 	groups    []*Group
 	loops     map[*Group]*groupLoop
-	byName    map[string][]*Group
-	wildcard  []*Group
+	index     atomic.Pointer[arrivalIndex]
 	files     []string
 	ctx       context.Context
 	running   bool
@@ -91,6 +91,14 @@ type Manager struct {
 	persistFails  *metrics.Counter
 	notified      *metrics.Counter
 	restoreErrors *metrics.Counter
+}
+
+// arrivalIndex maps metric names to the groups that read them, for Arrived. It is
+// replaced whole on every load and never modified.
+type arrivalIndex struct {
+	byName map[string][]*Group
+	// wildcard are the groups with a regular expression on, or no, metric name.
+	wildcard []*Group
 }
 
 // groupLoop is the goroutine evaluating one group.
@@ -278,17 +286,17 @@ func expandGlobs(globs []string) ([]string, error) {
 
 // indexLocked rebuilds the metric name index used by Arrived. Must hold m.mu.
 func (m *Manager) indexLocked() {
-	m.byName = map[string][]*Group{}
-	m.wildcard = nil
+	idx := &arrivalIndex{byName: map[string][]*Group{}}
 	for _, g := range m.groups {
 		if g.reads.any || len(g.reads.matchers) > 0 {
-			m.wildcard = append(m.wildcard, g)
+			idx.wildcard = append(idx.wildcard, g)
 			continue
 		}
 		for n := range g.reads.names {
-			m.byName[n] = append(m.byName[n], g)
+			idx.byName[n] = append(idx.byName[n], g)
 		}
 	}
+	m.index.Store(idx)
 }
 
 // markRemovedStale writes staleness markers for the series a removed group wrote.
@@ -415,20 +423,22 @@ func (m *Manager) run(ctx context.Context, g *Group, l *groupLoop) {
 // Arrived tells the manager that new samples of these metrics are queryable (the
 // store's arrival hook, and the rollup engine when a window closes). Every group
 // reading one of them is evaluated again at once, on arrival; see evalMode for what
-// such an evaluation may change. It never blocks: arrivals while a group is busy or
-// coalescing are folded into one evaluation.
+// such an evaluation may change. It never blocks (not even during a reload) and takes
+// no lock: arrivals while a group is busy or coalescing are folded into one evaluation.
 func (m *Manager) Arrived(metricNames []string) {
 	if !m.opts.OnArrival {
 		return
 	}
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	idx := m.index.Load()
+	if idx == nil {
+		return
+	}
 	for _, name := range metricNames {
-		for _, g := range m.byName[name] {
+		for _, g := range idx.byName[name] {
 			g.sched.poke()
 		}
 	}
-	for _, g := range m.wildcard {
+	for _, g := range idx.wildcard {
 		for _, name := range metricNames {
 			if g.reads.matches(name) {
 				g.sched.poke()
