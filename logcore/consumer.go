@@ -61,7 +61,8 @@ func (c *Consumer) SeekTo(offset int64) { c.pos = offset }
 
 // Poll returns the next records, whole batches of up to about maxBytes (0 means 1 MiB),
 // blocking until there is at least one or ctx ends. The records stay valid until the
-// next Poll. Poll does not commit.
+// next Poll. Poll does not commit. At a batch that fails its checks Poll returns an
+// error wrapping ErrCorrupt and keeps the position; it never returns damaged records.
 func (c *Consumer) Poll(ctx context.Context, maxBytes int) ([]Record, error) {
 	for {
 		recs, next, err := c.read(maxBytes)

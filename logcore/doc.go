@@ -63,10 +63,31 @@
 // uint32): the batch holding base+relative offset starts at that position. An entry is
 // added at most every Options.IndexIntervalBytes of log. The .timeindex file is a run of
 // 12-byte entries (timestamp int64, relative offset uint32): timestamp is the largest
-// record timestamp in the segment up to and including the batch at that offset. Index
-// files have no header and no checksum: they only speed up lookups and are checked
-// against the log (monotonic, inside the file, pointing at a valid batch) and rebuilt
-// when they do not fit.
+// record timestamp in the segment up to and including the batch at that offset. The
+// writer adds entries to both files together, so they name the same batches. Index
+// files have no header and no checksum: they only speed up lookups, the log stays the
+// source of truth, and an index that does not fit the log is rebuilt from it:
+//   - At open, only the longest prefix of entries that grow and point inside the
+//     file is kept. Every kept entry of the active segment is then checked with one
+//     48-byte read: the batch header at its position must carry its offset, and its
+//     time entry must not be below that batch's largest timestamp. A closed segment's
+//     indexes are kept when their last entry names the segment's last batch and the
+//     time index names the same batches; otherwise the segment is scanned and both
+//     files are rewritten.
+//   - On read, the batch an entry points at must carry the entry's offset and pass
+//     its checksum, and a time lookup checks its start batch against its time entry.
+//     A closed segment whose entry fails this gets its indexes rebuilt by a scan (in
+//     memory and on disk) and the read is retried; the active segment's entries were
+//     all checked at open or made in memory, so a failure there is ErrCorrupt.
+//
+// # Reads
+//
+// A read checks every batch it returns (length, checksum, payload, records) and the
+// offsets of every batch it passes: in a topic that is not compacted each batch starts
+// where the previous one ended, in a compacted one offsets only grow. Data failing a
+// check is never returned: the read fails with an error wrapping ErrCorrupt, and a
+// Consumer's Poll returns that error and keeps its position (the caller may SeekTo
+// past the damage).
 //
 // # Durability and recovery
 //
@@ -76,15 +97,33 @@
 // one fdatasync before it answers any of them (group commit). Readers only see committed
 // data: synced data under FsyncAlways, written data under the other policies.
 //
-// On open, closed segments are trusted after a cheap check of their indexes. The active
-// segment is scanned only from its last index entry that points at a valid batch: the
-// tail is read batch by batch, checking lengths, checksums and offsets, and the file is
-// truncated at the first batch that does not check out. What was cut off is logged with
-// its offsets. Recovery time therefore grows with the unsynced tail, not the log size.
+// On open, closed segments are trusted after the cheap check of their indexes above;
+// their data is not read. The active segment is scanned only from its last index entry
+// that points at a valid batch: the tail is read batch by batch, checking lengths,
+// checksums and offsets, and the file is truncated at the first batch that does not
+// check out (a torn write). What was cut off is logged with its offsets. The bytes
+// scanned this way are counted in vigil_log_recovery_scanned_bytes_total. Recovery
+// time therefore grows with the unsynced tail (and the active segment's index entries),
+// not with the log's size.
+//
+// A segment whose header is bad (a roll that crashed before the header reached the
+// disk, or a damaged header) gets a fresh header from its file name and its batches are
+// checked by a full scan; they carry their own checksums, so nothing is lost to a bad
+// header. A closed segment is never truncated: if a scan meets a bad batch there (damage
+// to synced data, not a torn write), the error is logged and the batch and what follows
+// it in that segment stay on disk, where reads report them as ErrCorrupt instead of
+// silently skipping their offsets.
 //
 // A write or sync that fails truncates the segment back to the last committed position
-// and returns the error to every producer of the group. If the truncate itself fails, or
-// a sync fails (after which the kernel's page state is unknown), the partition is failed:
-// every later Append returns the error until the log is reopened. Committed data stays
-// readable in both cases.
+// and returns the error to every producer of the group; a full disk (ENOSPC, EFBIG) is
+// such an error, and appends work again once there is space. A roll that cannot create
+// the new segment fails the append that needed it and leaves the old segment active.
+// If the truncate itself fails, or a sync fails (after which the kernel's page state is
+// unknown), the partition is failed: every later Append returns the error until the log
+// is reopened. Committed data stays readable in all these cases.
+//
+// Compaction writes a segment's rewrite to <base>.cleaned, syncs it, removes the old
+// index files and renames the rewrite over the segment, then syncs the directory. A
+// crash before the rename leaves the original segment (open deletes *.cleaned and
+// rebuilds the missing indexes); a crash after it leaves the rewrite, which is as valid.
 package logcore
