@@ -141,8 +141,12 @@ func (m *Manager) RulesAPI(f RulesFilter) *APIRuleGroups {
 				if f.Type == "record" {
 					continue
 				}
+				state := r.State().String()
+				if st.LastEvaluation.IsZero() {
+					state = "unknown" // not evaluated yet, as Prometheus says
+				}
 				ar := &APIAlertingRule{
-					State: r.State().String(), Name: r.Name(), Query: r.exprString,
+					State: state, Name: r.Name(), Query: r.exprString,
 					Duration: r.HoldDuration().Seconds(), KeepFiringFor: r.KeepFiringFor().Seconds(),
 					Labels: r.Labels(), Annotations: r.Annotations(), Health: st.Health, LastError: lastErr,
 					EvaluationTime: st.EvaluationTime.Seconds(), LastEvaluation: st.LastEvaluation, Type: "alerting",

@@ -41,6 +41,10 @@ type Env struct {
 	Logger *slog.Logger
 	// OnRuleEval, if set, is called after each rule's evaluation with its error.
 	OnRuleEval func(err error)
+	// OnRecorded, if set, is called after a slot evaluation with the names of the
+	// metrics the group's recording rules wrote, so that other groups reading them can
+	// be evaluated on their arrival.
+	OnRecorded func(g *Group, metricNames []string)
 }
 
 // Group is a rule group of a rule file. Evaluations of a group are serialized; its
@@ -175,6 +179,17 @@ func (g *Group) eval(ctx context.Context, env *Env, mode evalMode, ts time.Time)
 	}
 	if mode == modeSlot {
 		g.cleanupStaleSeries(ctx, env, ts)
+		if env.OnRecorded != nil {
+			var names []string
+			for i, r := range g.rules {
+				if _, ok := r.(*RecordingRule); ok && len(g.seriesInPreviousEval[i]) > 0 {
+					names = append(names, r.Name())
+				}
+			}
+			if len(names) > 0 {
+				env.OnRecorded(g, names)
+			}
+		}
 	}
 	g.statusMu.Lock()
 	g.lastEvaluation = start

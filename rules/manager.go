@@ -180,8 +180,9 @@ func NewManager(o Options) (*Manager, error) {
 				m.evalFailures.Inc()
 			}
 		},
-		Persist: m.persist,
-		Notify:  m.notify,
+		Persist:    m.persist,
+		Notify:     m.notify,
+		OnRecorded: m.recorded,
 	}
 	return m, nil
 }
@@ -425,7 +426,10 @@ func (m *Manager) run(ctx context.Context, g *Group, l *groupLoop) {
 // reading one of them is evaluated again at once, on arrival; see evalMode for what
 // such an evaluation may change. It never blocks (not even during a reload) and takes
 // no lock: arrivals while a group is busy or coalescing are folded into one evaluation.
-func (m *Manager) Arrived(metricNames []string) {
+func (m *Manager) Arrived(metricNames []string) { m.arrived(nil, metricNames) }
+
+// arrived pokes the groups reading the metrics, except skip.
+func (m *Manager) arrived(skip *Group, metricNames []string) {
 	if !m.opts.OnArrival {
 		return
 	}
@@ -435,10 +439,15 @@ func (m *Manager) Arrived(metricNames []string) {
 	}
 	for _, name := range metricNames {
 		for _, g := range idx.byName[name] {
-			g.sched.poke()
+			if g != skip {
+				g.sched.poke()
+			}
 		}
 	}
 	for _, g := range idx.wildcard {
+		if g == skip {
+			continue
+		}
 		for _, name := range metricNames {
 			if g.reads.matches(name) {
 				g.sched.poke()
@@ -446,6 +455,12 @@ func (m *Manager) Arrived(metricNames []string) {
 			}
 		}
 	}
+}
+
+// recorded is the arrival of recording rule results written by group from: the other
+// groups reading them are evaluated on arrival.
+func (m *Manager) recorded(from *Group, metricNames []string) {
+	m.arrived(from, metricNames)
 }
 
 // Groups returns the loaded groups in file and group order.

@@ -356,3 +356,70 @@ groups:
 		t.Errorf("type=record filter: %+v", only.Groups)
 	}
 }
+
+// TestRecordedResultsTriggerReaders checks that a group reading another group's
+// recorded metric is evaluated on the arrival of that result.
+func TestRecordedResultsTriggerReaders(t *testing.T) {
+	st := newTestStore(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "r.yml", `
+groups:
+  - name: recorder
+    interval: 1s
+    rules:
+      - record: vigil_test:value:sum
+        expr: sum(vigil_test_value)
+  - name: reader
+    interval: 1h
+    rules:
+      - alert: SumHigh
+        expr: vigil_test:value:sum > 10
+`)
+	n := newNotifications()
+	m := newTestManager(t, st, Options{Notify: n.notify, OnArrival: true})
+	if err := m.Update([]string{dir + "/r.yml"}); err != nil {
+		t.Fatal(err)
+	}
+	st.add(t, time.Now(), 20, "__name__", "vigil_test_value")
+	m.Start(context.Background())
+	waitFor(t, "SumHigh to fire after the recorder's evaluation", func() bool { return len(firing(n.all(), "SumHigh")) == 1 })
+}
+
+// TestReloadKeepsAlertState checks that a reload keeps the alerts of rules that stay
+// (matched by name and labels) and drops those of removed rules.
+func TestReloadKeepsAlertState(t *testing.T) {
+	st := newTestStore(t)
+	dir := t.TempDir()
+	ts := time.Unix(1_700_000_000, 0)
+	st.add(t, ts, 20, "__name__", "vigil_test_value")
+	rulesV1 := `
+groups:
+  - name: g
+    rules:
+      - alert: Kept
+        expr: vigil_test_value > 10
+        for: 10m
+      - alert: Removed
+        expr: vigil_test_value > 10
+        for: 10m
+`
+	f := writeFile(t, dir, "r.yml", rulesV1)
+	m := newTestManager(t, st, Options{})
+	if err := m.Update([]string{f}); err != nil {
+		t.Fatal(err)
+	}
+	m.Groups()[0].Eval(context.Background(), m.env, ts)
+	writeFile(t, dir, "r.yml", strings.Replace(rulesV1, "      - alert: Removed\n        expr: vigil_test_value > 10\n        for: 10m\n", "", 1)+
+		"        annotations:\n          summary: changed\n")
+	if err := m.Update([]string{f}); err != nil {
+		t.Fatal(err)
+	}
+	rs := m.Groups()[0].Rules()
+	if len(rs) != 1 {
+		t.Fatalf("rules after reload: %d", len(rs))
+	}
+	as := rs[0].(*AlertingRule).ActiveAlerts()
+	if len(as) != 1 || as[0].State != StatePending || !as[0].ActiveAt.Equal(ts) {
+		t.Errorf("Kept after reload: %+v", as)
+	}
+}
