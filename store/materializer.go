@@ -122,8 +122,9 @@ func (s *Store) StartMaterializer(opts MaterializerOptions) (*Materializer, erro
 	}
 	n := opts.Topic.Partitions()
 	// Partitions replaying a backlog advance together within a quarter block duration
-	// of each other (see gate).
-	m.gate = newGate(n, max(s.opts.BlockDuration.Milliseconds()/4, markBucket), func(q int) bool {
+	// of each other (see gate): half of the TSDB's in-order window behind the newest
+	// sample, which is half a block duration.
+	m.gate = newGate(n, max(s.opts.BlockDuration.Milliseconds()/4, 1), func(q int) bool {
 		return m.parts[q].processed.Load() < opts.Topic.Stats(q).EndOffset
 	})
 	for p := 0; p < n; p++ {
