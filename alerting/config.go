@@ -110,9 +110,19 @@ func newConfig(am *amconfig.Config) (*Config, error) {
 	if c.resolveTimeout <= 0 {
 		c.resolveTimeout = 5 * time.Minute
 	}
-	tmpl, err := template.FromGlobs(am.Templates)
+	// Alertmanager's default templates, with Vigil as the sender's name (PagerDuty
+	// client and source), then the config's templates, which may redefine anything.
+	tmpl, err := template.FromGlobs(nil)
 	if err != nil {
 		return nil, fmt.Errorf("alerting: templates: %w", err)
+	}
+	if err := tmpl.Parse(strings.NewReader(`{{ define "__alertmanager" }}Vigil{{ end }}`)); err != nil {
+		return nil, fmt.Errorf("alerting: templates: %w", err)
+	}
+	for _, g := range am.Templates {
+		if err := tmpl.FromGlob(g); err != nil {
+			return nil, fmt.Errorf("alerting: templates %q: %w", g, err)
+		}
 	}
 	tmpl.ExternalURL = &url.URL{}
 	c.tmpl = tmpl

@@ -41,6 +41,9 @@ func TestPagerDutyTriggerThenResolve(t *testing.T) {
 		t.Fatal(err)
 	}
 	trig := ev[0]
+	if trig.Client != "Vigil" || trig.Payload.Source != "Vigil" {
+		t.Errorf("client %q source %q, want Vigil", trig.Client, trig.Payload.Source)
+	}
 	if trig.Action != "trigger" || trig.RoutingKey != testRoutingKey {
 		t.Fatalf("first event %+v, want a trigger with the routing key", trig)
 	}
