@@ -287,8 +287,9 @@ func (g *Group) write(ctx context.Context, env *Env, ts time.Time, i int, vec pr
 		if err != nil {
 			// As in Prometheus, any failed append (also out of order or a duplicate
 			// timestamp) makes the rule's health bad.
+			// The error as the storage gives it, as Prometheus reports it.
 			if firstErr == nil {
-				firstErr = fmt.Errorf("append %s: %w", s.Metric, err)
+				firstErr = err
 			}
 			continue
 		}
