@@ -64,7 +64,10 @@
 // added at most every Options.IndexIntervalBytes of log. The .timeindex file is a run of
 // 12-byte entries (timestamp int64, relative offset uint32): timestamp is the largest
 // record timestamp in the segment up to and including the batch at that offset. The
-// writer adds entries to both files together, so they name the same batches. Index
+// writer adds entries to both files together, so they name the same batches, and
+// writes them a few at a time after answering the producers (and all at a roll or
+// close), so a crash may leave the last few entries out: recovery then scans a little
+// more. Index
 // files have no header and no checksum: they only speed up lookups, the log stays the
 // source of truth, and an index that does not fit the log is rebuilt from it:
 //   - At open, only the longest prefix of entries that grow and point inside the

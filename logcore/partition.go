@@ -21,6 +21,9 @@ const (
 	// defaultReadBytes is Read's maxBytes when the caller passes 0 or less.
 	defaultReadBytes = 1 << 20
 	queueLen         = 1024
+	// indexFlushEntries is how many index entries the writer collects before it
+	// writes them to the index files (roll and close write the rest).
+	indexFlushEntries = 16
 )
 
 // partition is one partition of a topic: its segments, its writer goroutine and the
@@ -534,10 +537,6 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 		p += int64(len(r.buf))
 		records += r.n
 	}
-	if err := s.flushIndexes(); err != nil {
-		// Indexes only speed up lookups; recovery rebuilds what is missing.
-		pt.logger().Warn("cannot write index entries", "err", err)
-	}
 	pt.mu.Lock()
 	s.size.Store(p)
 	s.next.Store(next)
@@ -550,6 +549,15 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 	pt.log.metrics.appendedRecords.Add(int(records))
 	for _, r := range pending {
 		r.finish(r.base, nil)
+	}
+	// Index entries go to their files after the producers have their answers, a few
+	// at a time: recovery scans from the last entry on disk, so entries not yet
+	// written only lengthen that scan (by at most indexFlushEntries intervals).
+	if s.pendingIndexEntries() >= indexFlushEntries {
+		if err := s.flushIndexes(); err != nil {
+			// Indexes only speed up lookups; recovery rebuilds what is missing.
+			pt.logger().Warn("cannot write index entries", "err", err)
+		}
 	}
 }
 

@@ -233,6 +233,14 @@ func (s *segment) sealIndex() {
 	}
 }
 
+// pendingIndexEntries returns how many index entries are not yet in the index files.
+// The caller owns the segment's index building.
+func (s *segment) pendingIndexEntries() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.idx) - s.idxWritten
+}
+
 // flushIndexes appends the index entries not yet written to the index files. The time
 // index is written first: recovery trusts an index entry only with its time entry.
 func (s *segment) flushIndexes() error {
@@ -365,6 +373,13 @@ func (s *segment) repairIndex(interval int64, logger interface{ Warn(string, ...
 		tb = appendTimeEntry(tb, e)
 	}
 	// The files only speed up the next open; a failure here is not a read failure.
+	// Write them only while s is still the segment on disk: compaction or retention
+	// may have replaced or deleted it while this reader held it.
+	cur, err1 := os.Stat(segmentPath(s.dir, s.base, logExt))
+	mine, err2 := s.f.Stat()
+	if err1 != nil || err2 != nil || !os.SameFile(cur, mine) {
+		return nil
+	}
 	if err := writeFileAtomic(segmentPath(s.dir, s.base, timeIndexExt), tb); err != nil {
 		logger.Warn("cannot rewrite time index", "segment", s.base, "err", err)
 	} else if err := writeFileAtomic(segmentPath(s.dir, s.base, indexExt), ib); err != nil {
