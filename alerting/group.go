@@ -145,6 +145,9 @@ func (g *aggrGroup) flush(now time.Time) {
 	sort.Stable(snapshot)
 
 	if err := g.p.notify(g, snapshot, now); err != nil {
+		if g.p.ctx.Err() != nil {
+			return // closing
+		}
 		g.p.log.Error("notify failed; the group is retried at its next flush", "group", g.key, "err", err)
 		return
 	}

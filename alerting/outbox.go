@@ -74,6 +74,7 @@ type outbox struct {
 	topic logcore.Topic
 
 	mu      sync.Mutex
+	closed  bool // no sender starts after close
 	seq     uint64
 	nflog   map[string]*nflogEntry
 	senders map[string]*sender
@@ -221,8 +222,10 @@ func (o *outbox) senderLocked(id string, in *integration) *sender {
 	if !ok {
 		s = newSender(o, id)
 		o.senders[id] = s
-		o.p.wg.Add(1)
-		go s.run()
+		if !o.closed {
+			o.p.wg.Add(1)
+			go s.run()
+		}
 	}
 	if in != nil {
 		s.in.Store(in)
@@ -241,6 +244,13 @@ func (o *outbox) reconfigure(cfg *Config) {
 			o.p.metrics.receiver(in.receiver)
 		}
 	}
+}
+
+// close stops new senders from starting; the running ones end with the pipeline's context.
+func (o *outbox) close() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
 }
 
 // done durably records that n was delivered (or given up on): a tombstone for its key.

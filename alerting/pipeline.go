@@ -292,6 +292,7 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	}
 	p.groups = map[groupID]*aggrGroup{}
 	p.mu.Unlock()
+	p.outbox.close()
 	p.cancel()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()

@@ -95,8 +95,10 @@ func TestServeAlertingEndToEnd(t *testing.T) {
 	cfg, dataDir := alertingSetup(t, fake)
 	p := startVigil(t, dataDir, "--config", cfg)
 
+	t0 := time.Now()
 	rulesRemoteWrite(t, p.addr, "vigil_e2e_latency", 25, time.Now())
 	ev := waitEvents(t, fake, 1)
+	t.Logf("trigger %s after the write", time.Since(t0))
 	trig := ev[0]
 	if trig.Action != "trigger" || trig.RoutingKey != e2eRoutingKey || trig.Payload.Severity != "critical" {
 		t.Fatalf("trigger %+v", trig)
@@ -111,8 +113,10 @@ func TestServeAlertingEndToEnd(t *testing.T) {
 		t.Errorf("links %s", links)
 	}
 
+	t0 = time.Now()
 	rulesRemoteWrite(t, p.addr, "vigil_e2e_latency", 3, time.Now())
 	ev = waitEvents(t, fake, 2)
+	t.Logf("resolve %s after the write", time.Since(t0))
 	if ev[1].Action != "resolve" || ev[1].DedupKey != trig.DedupKey {
 		t.Fatalf("second event %s %s, want resolve %s", ev[1].Action, ev[1].DedupKey, trig.DedupKey)
 	}
@@ -148,7 +152,9 @@ func TestServeAlertingEndToEnd(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("DELETE silence: %v %v", resp, err)
 	}
+	t0 = time.Now()
 	ev = waitEvents(t, fake, 3)
+	t.Logf("trigger %s after the silence expired", time.Since(t0))
 	if ev[2].Action != "trigger" || ev[2].DedupKey != trig.DedupKey {
 		t.Errorf("after the silence expired: %s %s", ev[2].Action, ev[2].DedupKey)
 	}
