@@ -14,7 +14,9 @@ import (
 // emptyQueryable is a storage with no series.
 type emptyQueryable struct{}
 
-func (emptyQueryable) Querier(int64, int64) (storage.Querier, error) { return storage.NoopQuerier(), nil }
+func (emptyQueryable) Querier(int64, int64) (storage.Querier, error) {
+	return storage.NoopQuerier(), nil
+}
 
 // TestRunLoop drives a Manager's group loop in a synctest bubble: evaluations happen
 // exactly at the group's slots, arrivals between slots are coalesced to one extra
