@@ -8,10 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fsizeChildEnv makes TestDiskFull run its file-size-limit variant: the parent sets it
@@ -200,48 +203,90 @@ func diskFullScenario(t *testing.T, dir string, segmentBytes int64, want syscall
 	checkAll("after reopen", acked)
 }
 
-// TestOpenReadOnly: a log directory that cannot be written (a read-only mount, or
-// without write permission when not root) fails Open with an error naming the
-// directory and the cause, and a directory that cannot be created too.
+// TestOpenReadOnly: a log directory that cannot be written fails Open with an error
+// naming the directory and the cause, both for an existing log and for a directory
+// that cannot be created: on a read-only mount (when mounting is permitted) and, always,
+// without write permission (for root, on a thread without CAP_DAC_OVERRIDE).
 func TestOpenReadOnly(t *testing.T) {
-	dir, mounted := mountTmpfs(t, "1m")
-	if !mounted {
-		dir = t.TempDir()
+	prepare := func(dir string) string {
+		logDir := filepath.Join(dir, "log")
+		l := openTest(t, logDir, Options{})
+		tp, _ := l.Topic("t", TopicConfig{Partitions: 1})
+		tp.Append(context.Background(), 0, []Record{rec("", "x", 0)})
+		l.Close()
+		return logDir
 	}
-	logDir := filepath.Join(dir, "log")
-	l := openTest(t, logDir, Options{})
-	tp, _ := l.Topic("t", TopicConfig{Partitions: 1})
-	tp.Append(context.Background(), 0, []Record{rec("", "x", 0)})
-	l.Close()
-	if mounted {
-		if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-			t.Fatalf("remount read-only: %v", err)
-		}
-	} else {
-		if os.Geteuid() == 0 {
-			t.Fatal("root without mount permission: cannot make a directory unwritable")
-		}
-		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			mode := os.FileMode(0o444)
-			if d.IsDir() {
-				mode = 0o555
+	check := func(what string, open func(dir string) error, dirs ...string) {
+		t.Helper()
+		for _, d := range dirs {
+			err := open(d)
+			if err == nil {
+				t.Fatalf("%s: open of unwritable %s succeeded", what, d)
 			}
-			return os.Chmod(p, mode)
-		})
-		t.Cleanup(func() {
-			filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error { return os.Chmod(p, 0o755) })
-		})
+			if !strings.Contains(err.Error(), d) || !(errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES)) {
+				t.Fatalf("%s: open of unwritable %s: %q does not name the directory and the cause", what, d, err)
+			}
+			t.Logf("%s: %v", what, err)
+		}
 	}
-	for _, d := range []string{logDir, filepath.Join(dir, "new")} {
+	plainOpen := func(d string) error {
 		l, err := Open(d, Options{})
 		if err == nil {
 			l.Close()
-			t.Fatalf("open of unwritable %s succeeded", d)
 		}
-		msg := err.Error()
-		if !strings.Contains(msg, d) || !(errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES)) {
-			t.Fatalf("open of unwritable %s: %q does not name the directory and the cause", d, msg)
-		}
-		t.Logf("open %s: %v", d, fmt.Sprint(err))
+		return err
 	}
+
+	if dir, ok := mountTmpfs(t, "1m"); ok {
+		logDir := prepare(dir)
+		if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+			t.Fatalf("remount read-only: %v", err)
+		}
+		check("read-only mount", plainOpen, logDir, filepath.Join(dir, "new"))
+	}
+
+	dir := t.TempDir()
+	logDir := prepare(dir)
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		mode := os.FileMode(0o444)
+		if d.IsDir() {
+			mode = 0o555
+		}
+		return os.Chmod(p, mode)
+	})
+	t.Cleanup(func() {
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error { return os.Chmod(p, 0o755) })
+	})
+	check("no write permission", openWithoutDACOverride, logDir, filepath.Join(dir, "new"))
+}
+
+// openWithoutDACOverride opens (and closes) the log in dir on a thread that has given
+// up the capabilities that bypass file permissions, so that permissions apply even to
+// root. The thread is never unlocked, so it ends with its goroutine.
+func openWithoutDACOverride(dir string) error {
+	res := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			res <- fmt.Errorf("capget: %w", err)
+			return
+		}
+		drop := uint32(1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH | 1<<unix.CAP_FOWNER)
+		data[0].Effective &^= drop
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			res <- fmt.Errorf("capset: %w", err)
+			return
+		}
+		l, err := Open(dir, Options{})
+		if err == nil {
+			l.Close()
+		}
+		res <- err
+	}()
+	return <-res
 }
