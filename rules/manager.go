@@ -42,6 +42,8 @@ type Options struct {
 	// state change is durable; it should hand the alerts over and return quickly.
 	Notify func(ctx context.Context, alerts []alerting.Alert)
 	// Interval is the evaluation interval of groups that set none; zero means 1m.
+	// (Interval, ExternalLabels, OnArrival and OnArrivalMinInterval are the initial
+	// Settings.)
 	Interval time.Duration
 	// ExternalLabels are added to sent alerts and handed to templates.
 	ExternalLabels labels.Labels
@@ -62,12 +64,36 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// Settings are the Options a running Manager can change (see SetSettings).
+type Settings struct {
+	// Interval is the evaluation interval of groups that set none; zero means 1m.
+	Interval time.Duration
+	// ExternalLabels are added to sent alerts and handed to templates.
+	ExternalLabels labels.Labels
+	// OnArrival enables evaluation on arrival.
+	OnArrival bool
+	// OnArrivalMinInterval is the least time between two evaluations on arrival of a
+	// group; zero means 20ms.
+	OnArrivalMinInterval time.Duration
+}
+
+func (s Settings) withDefaults() Settings {
+	if s.Interval <= 0 {
+		s.Interval = time.Minute
+	}
+	if s.OnArrivalMinInterval <= 0 {
+		s.OnArrivalMinInterval = 20 * time.Millisecond
+	}
+	return s
+}
+
 // Manager loads rule files, evaluates each group on its interval (and on arrival of
 // the metrics it reads), keeps alert state in the alert_state topic, and hands alerts
 // to Notify. Its methods are safe for concurrent use.
 type Manager struct {
-	opts   Options
-	logger *slog.Logger
+	opts     Options
+	settings atomic.Pointer[Settings]
+	logger   *slog.Logger
 	env    *Env
 	state  *stateStore
 
@@ -114,14 +140,8 @@ func NewManager(o Options) (*Manager, error) {
 	if o.Queryable == nil || o.Engine == nil {
 		return nil, errors.New("rules: Options.Queryable and Options.Engine are required")
 	}
-	if o.Interval <= 0 {
-		o.Interval = time.Minute
-	}
 	if o.ResendDelay <= 0 {
 		o.ResendDelay = time.Minute
-	}
-	if o.OnArrivalMinInterval <= 0 {
-		o.OnArrivalMinInterval = 20 * time.Millisecond
 	}
 	if o.Metrics == nil {
 		o.Metrics = metrics.NewSet()
@@ -144,6 +164,7 @@ func NewManager(o Options) (*Manager, error) {
 		notified:      set.GetOrCreateCounter(`vigil_rule_alerts_sent_total`),
 		restoreErrors: set.GetOrCreateCounter(`vigil_rule_alert_state_restore_errors_total`),
 	}
+	m.SetSettings(Settings{Interval: o.Interval, ExternalLabels: o.ExternalLabels, OnArrival: o.OnArrival, OnArrivalMinInterval: o.OnArrivalMinInterval})
 	set.GetOrCreateGauge(`vigil_rule_last_reload_success`, func() float64 {
 		m.mu.RLock()
 		defer m.mu.RUnlock()
@@ -187,6 +208,14 @@ func NewManager(o Options) (*Manager, error) {
 	return m, nil
 }
 
+// SetSettings replaces the settings from Options that a reload may change: the on
+// arrival settings apply at once, the interval and external labels from the next
+// Update (which rebuilds the rules).
+func (m *Manager) SetSettings(s Settings) {
+	s = s.withDefaults()
+	m.settings.Store(&s)
+}
+
 // Update loads the rule files matched by the globs and replaces the running groups
 // with them. Alert state carries over to groups of the same file and name (rules
 // matched by name and labels), and groups seen for the first time start from the
@@ -198,9 +227,10 @@ func (m *Manager) Update(globs []string) error {
 	var groups []*Group
 	if err == nil {
 		var errs []error
+		st := m.settings.Load()
 		groups, errs = LoadFiles(files, LoadOptions{
-			Interval:       m.opts.Interval,
-			ExternalLabels: m.opts.ExternalLabels,
+			Interval:       st.Interval,
+			ExternalLabels: st.ExternalLabels,
 			ExternalURL:    m.opts.ExternalURL,
 			Parser:         m.opts.Parser,
 			Logger:         m.logger,
@@ -399,14 +429,15 @@ func (m *Manager) run(ctx context.Context, g *Group, l *groupLoop) {
 			next = ts.Add(g.interval)
 			slot.Reset(time.Until(next))
 		case <-g.sched.wake:
-			if !m.opts.OnArrival || coalescing {
+			st := m.settings.Load()
+			if !st.OnArrival || coalescing {
 				continue
 			}
 			now := time.Now()
 			if !now.Before(next) {
 				continue // the slot evaluation is due and will see the samples
 			}
-			if wait := m.opts.OnArrivalMinInterval - now.Sub(lastArrival); wait > 0 {
+			if wait := st.OnArrivalMinInterval - now.Sub(lastArrival); wait > 0 {
 				coalescing = true
 				coalesce.Reset(wait)
 				continue
@@ -430,7 +461,7 @@ func (m *Manager) Arrived(metricNames []string) { m.arrived(nil, metricNames) }
 
 // arrived pokes the groups reading the metrics, except skip.
 func (m *Manager) arrived(skip *Group, metricNames []string) {
-	if !m.opts.OnArrival {
+	if !m.settings.Load().OnArrival {
 		return
 	}
 	idx := m.index.Load()
@@ -507,7 +538,7 @@ func (m *Manager) notify(ctx context.Context, g *Group, r *AlertingRule, alerts 
 	gen := strings.TrimRight(m.opts.ExternalURL, "/") + strutil.TableLinkForExpression(r.exprString)
 	for _, a := range alerts {
 		lb := labels.NewBuilder(a.Labels)
-		m.opts.ExternalLabels.Range(func(l labels.Label) {
+		m.settings.Load().ExternalLabels.Range(func(l labels.Label) {
 			if a.Labels.Get(l.Name) == "" {
 				lb.Set(l.Name, l.Value)
 			}

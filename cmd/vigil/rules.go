@@ -93,7 +93,15 @@ func startRules(s *server, ctx context.Context) (func(context.Context) error, er
 		}
 		return st, nil, nil
 	}))
-	s.onReload("rules", func(c *config.Config) error { return m.Update(s.ruleGlobs(c)) })
+	s.onReload("rules", func(c *config.Config) error {
+		m.SetSettings(rules.Settings{
+			Interval:             c.Rules.EvaluationInterval.D(),
+			ExternalLabels:       labels.FromMap(c.Rules.ExternalLabels),
+			OnArrival:            c.Rules.OnArrival,
+			OnArrivalMinInterval: c.Rules.OnArrivalMinInterval.D(),
+		})
+		return m.Update(s.ruleGlobs(c))
+	})
 	return func(context.Context) error {
 		s.rulesArrived.Store(nil)
 		m.Stop()
