@@ -73,6 +73,10 @@ type Alert struct {
 	// dirty marks a change of a durable field (state or one of the times but
 	// LastSentAt/ValidUntil) since the state was last persisted.
 	dirty bool
+	// arrivalOnly marks an alert that an evaluation on arrival made active and no
+	// slot evaluation has seen yet: if the next slot does not see it either, it
+	// resolves there without keep_firing_for, as interval-only evaluation never had it.
+	arrivalOnly bool
 }
 
 func (a *Alert) needsSending(ts time.Time, resendDelay time.Duration) bool {
@@ -256,6 +260,7 @@ func (r *AlertingRule) eval(ctx context.Context, mode evalMode, queryOffset time
 		if old, ok := r.active[h]; ok && old.State != StateInactive {
 			old.Value = a.Value
 			old.Annotations = a.Annotations
+			old.arrivalOnly = false
 			continue
 		}
 		// New, or resolved and active again: starts afresh as pending.
@@ -266,7 +271,7 @@ func (r *AlertingRule) eval(ctx context.Context, mode evalMode, queryOffset time
 	for h, a := range r.active {
 		if _, ok := alerts[h]; !ok {
 			keepFiring := false
-			if a.State == StateFiring && r.keepFiringFor > 0 {
+			if a.State == StateFiring && r.keepFiringFor > 0 && !a.arrivalOnly {
 				if a.KeepFiringSince.IsZero() {
 					a.KeepFiringSince = ts
 					a.dirty = true
@@ -343,6 +348,7 @@ func (r *AlertingRule) advanceLocked(alerts map[uint64]*Alert, ts, next time.Tim
 		old, ok := r.active[h]
 		if !ok || old.State == StateInactive {
 			a.ActiveAt = next
+			a.arrivalOnly = true
 			r.active[h] = a
 			old = a
 		} else {

@@ -187,6 +187,9 @@ groups:
         for: 2m
       - alert: HighNow
         expr: vigil_test_value > 10
+      - alert: HighKept
+        expr: vigil_test_value > 10
+        keep_firing_for: 3m
 `)
 	load := func() *Group {
 		gs, errs := LoadFiles([]string{f}, LoadOptions{})
@@ -200,7 +203,7 @@ groups:
 	for i := range 13 * 6 {
 		ts := base.Add(time.Duration(i) * 10 * time.Second)
 		v := 0.0
-		if i >= 15 && i < 50 { // high from 2m30s to 8m20s
+		if i >= 15 && i < 50 || i == 3 || i == 4 { // high from 2m30s to 8m20s, and a blip at 30s-40s
 			v = 20
 		}
 		st.add(t, ts, v, "__name__", "vigil_test_value")
