@@ -94,8 +94,8 @@ type Manager struct {
 	opts     Options
 	settings atomic.Pointer[Settings]
 	logger   *slog.Logger
-	env    *Env
-	state  *stateStore
+	env      *Env
+	state    *stateStore
 
 	mu        sync.RWMutex
 	groups    []*Group
