@@ -35,7 +35,8 @@
 // still append (the TSDB refuses samples older than the head's newest minus half a block
 // duration, or the out-of-order window).
 //
-// Samples written through Appendable (recording rules, ALERTS, rollup outputs) do not
-// pass through the log: they are durable once a block holding them is cut, or on a clean
-// Stop. Their writers re-create them after a crash (rules re-evaluate, rollups replay).
+// Derived series written through Appendable (recording rules, ALERTS, rollup outputs)
+// are not in the log, so they go to a second TSDB that keeps its WAL: they are durable
+// when the appender commits, and kept for query.rollup_retention instead of the raw
+// retention. Queryable merges both.
 package store

@@ -22,8 +22,12 @@ import (
 type Options struct {
 	// Dir is the store's directory (<data_dir>/store); it is created if missing.
 	Dir string
-	// RawRetention deletes blocks whose newest sample is older than this (default 24h).
+	// RawRetention deletes blocks of raw (logged) samples whose newest sample is older
+	// than this (default 24h).
 	RawRetention time.Duration
+	// DerivedRetention is the retention of what is written through Appendable: rollup
+	// outputs, recording rules, ALERTS (default 30d).
+	DerivedRetention time.Duration
 	// OutOfOrderWindow accepts samples this far behind the newest sample of the store
 	// (default 0: none).
 	OutOfOrderWindow time.Duration
@@ -50,6 +54,9 @@ func (o *Options) setDefaults() {
 	if o.RawRetention <= 0 {
 		o.RawRetention = 24 * time.Hour
 	}
+	if o.DerivedRetention <= 0 {
+		o.DerivedRetention = 30 * 24 * time.Hour
+	}
 	if o.BlockDuration <= 0 {
 		o.BlockDuration = 2 * time.Hour
 	}
@@ -73,12 +80,16 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// Store is the query store: a TSDB without its own WAL, a PromQL engine over it, and
-// the arrival hook the materializer calls. All methods are safe for concurrent use.
+// Store is the query store: a TSDB of raw samples without its own WAL (filled by the
+// materializer from the log), a TSDB of derived series with its WAL and a longer
+// retention (filled through Appendable), a PromQL engine over both, and the arrival
+// hook the materializer calls. All methods are safe for concurrent use.
 type Store struct {
-	opts   Options
-	db     *tsdb.DB
-	engine *promql.Engine
+	opts      Options
+	db        *tsdb.DB
+	derived   *tsdb.DB
+	queryable storage.Queryable
+	engine    *promql.Engine
 	hook   atomic.Pointer[func([]string)]
 
 	// cmu serialises checkpoints and the final flush with each other.
@@ -119,9 +130,22 @@ func Open(opts Options) (*Store, error) {
 	// checkpoint knows which samples a new block holds (retention still runs in the
 	// TSDB's own loop).
 	db.DisableCompactions()
+	// Derived series are not in the log, so their TSDB keeps its WAL (their volume is
+	// small) and compacts on its own.
+	do := tsdb.DefaultOptions()
+	do.RetentionDuration = opts.DerivedRetention.Milliseconds()
+	do.MinBlockDuration = blockMs
+	do.MaxBlockDuration = max(blockMs, min(opts.DerivedRetention.Milliseconds()/10, 31*24*time.Hour.Milliseconds()))
+	do.OutOfOrderTimeWindow = opts.OutOfOrderWindow.Milliseconds()
+	derived, err := tsdb.Open(filepath.Join(opts.Dir, "derived"), tsdbLogger.With("db", "derived"), nil, do, nil)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open derived tsdb in %s: %w", opts.Dir, err)
+	}
 	tracker, err := promql.NewActiveQueryTracker(opts.Dir, opts.MaxConcurrency, logger)
 	if err != nil {
 		db.Close()
+		derived.Close()
 		return nil, fmt.Errorf("store: query tracker: %w", err)
 	}
 	engine := promql.NewEngine(promql.EngineOpts{
@@ -135,7 +159,8 @@ func Open(opts Options) (*Store, error) {
 		// Prometheus's default global evaluation_interval, used by subqueries without a step.
 		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
 	})
-	s := &Store{opts: opts, db: db, engine: engine}
+	s := &Store{opts: opts, db: db, derived: derived, engine: engine}
+	s.queryable = storage.QueryableFunc(s.querier)
 	set := opts.Metrics
 	s.delay = set.GetOrCreateHistogram("vigil_store_ingest_to_queryable_seconds")
 	s.rejected = map[string]*metrics.Counter{}
@@ -154,27 +179,68 @@ func Open(opts Options) (*Store, error) {
 		}
 		return float64(len(db.Blocks()))
 	})
+	set.GetOrCreateGauge("vigil_store_derived_series", func() float64 {
+		if s.closed.Load() {
+			return 0
+		}
+		return float64(derived.Head().NumSeries())
+	})
 	return s, nil
 }
 
 // rejectReasons label vigil_store_rejected_samples_total.
 var rejectReasons = []string{"out_of_bounds", "too_old", "out_of_order", "duplicate_timestamp", "bad_histogram", "other"}
 
-// Queryable reads the store: persisted blocks and the in-memory head.
-func (s *Store) Queryable() storage.Queryable { return s.db }
+// Queryable reads the store: raw and derived series, blocks and heads alike.
+func (s *Store) Queryable() storage.Queryable { return s.queryable }
 
-// Appendable writes into the store directly (recording rules, ALERTS series, rollup
-// outputs). Samples become queryable on Commit; they are durable once a block holding
-// them is cut or the store is stopped cleanly (see the package documentation).
-func (s *Store) Appendable() storage.Appendable { return s.db }
+// querier merges the raw and the derived TSDB, leaving the derived one out when it
+// holds nothing in [mint, maxt] (a single querier need not sort its series).
+func (s *Store) querier(mint, maxt int64) (storage.Querier, error) {
+	raw, err := s.db.Querier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	if !overlaps(s.derived, mint, maxt) {
+		return raw, nil
+	}
+	der, err := s.derived.Querier(mint, maxt)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return storage.NewMergeQuerier([]storage.Querier{raw, der}, nil, storage.ChainedSeriesMerge), nil
+}
+
+// overlaps reports whether db may hold samples in [mint, maxt].
+func overlaps(db *tsdb.DB, mint, maxt int64) bool {
+	if h := db.Head(); h.NumSeries() > 0 && h.MinTime() <= maxt && h.MaxTime() >= mint {
+		return true
+	}
+	for _, b := range db.Blocks() {
+		if m := b.Meta(); m.MinTime <= maxt && m.MaxTime > mint {
+			return true
+		}
+	}
+	return false
+}
+
+// Appendable writes derived series (recording rules, ALERTS series, rollup outputs)
+// into the derived TSDB, which keeps them for DerivedRetention. Samples are queryable
+// on Commit and durable then too (that TSDB has its own WAL, since they are not in the
+// log).
+func (s *Store) Appendable() storage.Appendable { return s.derived }
 
 // Engine is the PromQL engine configured from the store's options (timeout, max samples,
 // concurrency, lookback). Query it with Queryable().
 func (s *Store) Engine() *promql.Engine { return s.engine }
 
-// DB exposes the underlying TSDB for status pages and tests. Callers must not close it
-// or compact it.
+// DB exposes the raw samples' TSDB for status pages and tests. Callers must not close
+// it or compact it.
 func (s *Store) DB() *tsdb.DB { return s.db }
+
+// DerivedDB exposes the derived series' TSDB for status pages and tests.
+func (s *Store) DerivedDB() *tsdb.DB { return s.derived }
 
 // SetArrivalHook sets fn to be called after a materializer commit has made samples
 // queryable, with the distinct metric names (__name__) of that commit. fn runs on the
@@ -254,8 +320,8 @@ func (s *Store) flushHead(ctx context.Context) error {
 	return nil
 }
 
-// Close persists the head (so that samples written through Appendable survive) and
-// closes the TSDB. Stop the materializer first.
+// Close persists the raw head (so that a restart need not replay it) and closes both
+// TSDBs. Stop the materializer first.
 func (s *Store) Close() error {
 	if s.closed.Load() {
 		return nil
@@ -264,7 +330,7 @@ func (s *Store) Close() error {
 	defer cancel()
 	s.cmu.Lock()
 	if err := s.flushHead(ctx); err != nil {
-		s.opts.Logger.Error("persist the head on close; samples not from the log since the last block are lost", "err", err)
+		s.opts.Logger.Error("persist the head on close; a restart replays it from the log", "err", err)
 	}
 	s.cmu.Unlock()
 	return s.close()
@@ -278,10 +344,14 @@ func (s *Store) close() error {
 	if err := s.engine.Close(); err != nil {
 		s.opts.Logger.Warn("close query engine", "err", err)
 	}
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("store: close tsdb: %w", err)
+	return errors.Join(wrap("close tsdb", s.db.Close()), wrap("close derived tsdb", s.derived.Close()))
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("store: %s: %w", what, err)
 }
 
 // minLevel drops records below level.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/promql"
 
@@ -330,3 +331,35 @@ type bytesBuffer struct{ b []byte }
 func (b *bytesBuffer) Write(p []byte) (int, error) { b.b = append(b.b, p...); return len(p), nil }
 func (b *bytesBuffer) String() string              { return string(b.b) }
 func (b *bytesBuffer) contains(s string) bool      { return strings.Contains(string(b.b), s) }
+
+// TestAppendableIsDurableAndMerged writes derived series through Appendable, crashes,
+// and finds them again next to the raw samples.
+func TestAppendableIsDurableAndMerged(t *testing.T) {
+	e := newEnv(t, 1, Options{})
+	ts := time.Now().Add(-time.Minute).UnixMilli()
+	e.appendSeries(0, sample.Series{Labels: lbls("__name__", "raw", "job", "a"), Samples: []sample.Sample{{T: ts, V: 1}}})
+	e.sync()
+	app := e.store.Appendable().Appender(context.Background())
+	if _, err := app.Append(0, labels.FromStrings("__name__", "job:raw:sum", "job", "a"), ts, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		v := e.instant(`raw + on (job) job:raw:sum`, ts)
+		if len(v) != 1 || v[0].F != 6 {
+			t.Fatalf("%s: raw + job:raw:sum = %v, want 6", when, v)
+		}
+		v = e.instant(`count({job="a"})`, ts)
+		if len(v) != 1 || v[0].F != 2 {
+			t.Fatalf("%s: count({job=\"a\"}) = %v, want 2", when, v)
+		}
+	}
+	check("before crash")
+	e.crash()
+	e.openStore()
+	e.sync()
+	check("after crash")
+}

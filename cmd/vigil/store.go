@@ -17,6 +17,7 @@ func startStore(s *server, ctx context.Context) (func(context.Context) error, er
 	st, err := store.Open(store.Options{
 		Dir:              filepath.Join(s.cfg.DataDir, "store"),
 		RawRetention:     q.RawRetention.D(),
+		DerivedRetention: q.RollupRetention.D(),
 		OutOfOrderWindow: q.OutOfOrderWindow.D(),
 		BlockDuration:    q.BlockDuration.D(),
 		QueryTimeout:     q.Timeout.D(),
