@@ -90,7 +90,7 @@ type Store struct {
 	derived   *tsdb.DB
 	queryable storage.Queryable
 	engine    *promql.Engine
-	hook   atomic.Pointer[func([]string)]
+	hook      atomic.Pointer[func([]string)]
 
 	// cmu serialises checkpoints and the final flush with each other.
 	cmu sync.Mutex
