@@ -125,6 +125,9 @@ type arrivalIndex struct {
 	byName map[string][]*Group
 	// wildcard are the groups with a regular expression on, or no, metric name.
 	wildcard []*Group
+	// cache maps a metric name to the wildcard groups reading it; cached counts entries.
+	cache  sync.Map
+	cached atomic.Int64
 }
 
 // groupLoop is the goroutine evaluating one group.
@@ -475,17 +478,39 @@ func (m *Manager) arrived(skip *Group, metricNames []string) {
 			}
 		}
 	}
-	for _, g := range idx.wildcard {
-		if g == skip {
-			continue
-		}
-		for _, name := range metricNames {
-			if g.reads.matches(name) {
+	if len(idx.wildcard) == 0 {
+		return
+	}
+	for _, name := range metricNames {
+		for _, g := range idx.wildcardFor(name) {
+			if g != skip {
 				g.sched.poke()
-				break
 			}
 		}
 	}
+}
+
+// maxWildcardCache bounds the per-name cache of wildcard matches.
+const maxWildcardCache = 100_000
+
+// wildcardFor returns the wildcard groups that read metric name, caching the answer
+// (regular expressions are costly on every arrival).
+func (idx *arrivalIndex) wildcardFor(name string) []*Group {
+	if v, ok := idx.cache.Load(name); ok {
+		return v.([]*Group)
+	}
+	var gs []*Group
+	for _, g := range idx.wildcard {
+		if g.reads.matches(name) {
+			gs = append(gs, g)
+		}
+	}
+	if idx.cached.Add(1) > maxWildcardCache {
+		idx.cache.Clear()
+		idx.cached.Store(0)
+	}
+	idx.cache.Store(name, gs)
+	return gs
 }
 
 // recorded is the arrival of recording rule results written by group from: the other

@@ -426,3 +426,51 @@ groups:
 		t.Errorf("Kept after reload: %+v", as)
 	}
 }
+
+func TestArrivalIndex(t *testing.T) {
+	f := writeFile(t, t.TempDir(), "r.yml", `
+groups:
+  - name: exact
+    rules:
+      - record: a:sum
+        expr: sum(metric_a) + sum(metric_b offset 5m)
+  - name: regex
+    rules:
+      - alert: R
+        expr: '{__name__=~"metric_.*"} > 0'
+  - name: nameless
+    rules:
+      - alert: N
+        expr: '{job="x"} > 0'
+  - name: none
+    rules:
+      - alert: V
+        expr: vector(1)
+`)
+	gs, errs := LoadFiles([]string{f}, LoadOptions{})
+	if errs != nil {
+		t.Fatal(errs)
+	}
+	m := &Manager{groups: gs}
+	m.indexLocked()
+	idx := m.index.Load()
+	check := func(name string, want ...string) {
+		t.Helper()
+		var got []string
+		for _, g := range idx.byName[name] {
+			got = append(got, g.Name())
+		}
+		for range 2 { // the second time from the cache
+			var w []string
+			for _, g := range idx.wildcardFor(name) {
+				w = append(w, g.Name())
+			}
+			if strings.Join(append(append([]string(nil), got...), w...), ",") != strings.Join(want, ",") {
+				t.Errorf("%s: groups %v then %v, want %v", name, got, w, want)
+			}
+		}
+	}
+	check("metric_a", "exact", "regex", "nameless")
+	check("metric_b", "exact", "regex", "nameless")
+	check("other", "nameless")
+}
