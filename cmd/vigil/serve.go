@@ -22,6 +22,7 @@ import (
 
 	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/logcore"
+	"github.com/vigilhq/vigil/rollup"
 	"github.com/vigilhq/vigil/rules"
 	"github.com/vigilhq/vigil/store"
 )
@@ -42,6 +43,7 @@ type server struct {
 	// natsClosed is closed when nc has closed (after a drain).
 	natsClosed chan struct{}
 	store      *store.Store   // the query store (store.go): Queryable, Appendable, Engine, arrival hook
+	rollups    *rollup.Engine // the rollup engine (rollup.go)
 	alerts     alertsHandle   // the alerting pipeline (alerting.go); Send works before it starts
 	rules      *rules.Manager // the rules (rules.go): groups, alert state, rules and alerts API
 	// rulesArrived is the running rules manager for s.ruleArrivals (rules.go), nil before it starts.
@@ -75,6 +77,7 @@ func (s *server) components() []component {
 	return []component{
 		{"ingest", startIngest},
 		{"store", startStore},
+		{"rollup", startRollup},
 		{"rules", startRules},
 		{"alerting", startAlerting},
 	}
