@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -289,4 +290,75 @@ func openWithoutDACOverride(dir string) error {
 		res <- err
 	}()
 	return <-res
+}
+
+// TestWriteAndSyncFaults injects EIO into segment writes and syncs. A failed write
+// (after a partial write) fails only its appends: nothing of them becomes visible and
+// the next append takes the same offset. A failed fdatasync fails the partition: every
+// later append returns the error until the log is reopened, committed records stay
+// readable, and after the reopen the failed batch is gone and appends continue.
+func TestWriteAndSyncFaults(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{})
+	tp, _ := l.Topic("t", TopicConfig{Partitions: 1})
+	var fault sync.Mutex
+	var writeErr, syncErr error
+	l.testHooks.writeFault = func() error { fault.Lock(); defer fault.Unlock(); e := writeErr; writeErr = nil; return e }
+	l.testHooks.syncFault = func() error { fault.Lock(); defer fault.Unlock(); e := syncErr; syncErr = nil; return e }
+	inject := func(w, s error) { fault.Lock(); writeErr, syncErr = w, s; fault.Unlock() }
+	app := func(v string) (int64, error) {
+		return tp.Append(context.Background(), 0, []Record{rec("", v, 0)})
+	}
+	var committed []string
+	for i := 0; i < 5; i++ {
+		v := fmt.Sprintf("ok-%d", i)
+		if _, err := app(v); err != nil {
+			t.Fatal(err)
+		}
+		committed = append(committed, v)
+	}
+	check := func(what string, tp Topic) {
+		t.Helper()
+		recs := readAll(t, tp, 0)
+		if len(recs) != len(committed) {
+			t.Fatalf("%s: %d records, want %d", what, len(recs), len(committed))
+		}
+		for i, r := range recs {
+			if string(r.Value) != committed[i] {
+				t.Fatalf("%s: record %d is %q, want %q", what, i, r.Value, committed[i])
+			}
+		}
+	}
+
+	inject(syscall.EIO, nil)
+	if _, err := app("lost-write"); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("append with a failing write: %v, want EIO", err)
+	}
+	check("after a failed write", tp)
+	off, err := app("after-write-fault")
+	if err != nil || off != int64(len(committed)) {
+		t.Fatalf("append after a failed write: %d, %v; want offset %d", off, err, len(committed))
+	}
+	committed = append(committed, "after-write-fault")
+
+	inject(nil, syscall.EIO)
+	if _, err := app("lost-sync"); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("append with a failing sync: %v, want EIO", err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := app("refused"); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("append to a failed partition: %v, want the sync's EIO", err)
+		}
+	}
+	check("failed partition", tp)
+	l.Close()
+
+	l = openTest(t, dir, Options{})
+	defer l.Close()
+	tp, _ = l.Topic("t", TopicConfig{})
+	check("after reopen", tp)
+	off, err = app("after-reopen")
+	if err != nil || off != int64(len(committed)) {
+		t.Fatalf("append after reopen: %d, %v; want offset %d", off, err, len(committed))
+	}
 }

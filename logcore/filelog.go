@@ -122,6 +122,10 @@ type testHooks struct {
 	// beforeSwapRename runs in compaction after <base>.cleaned is written and synced
 	// and the old indexes are removed, before the rename; an error aborts the swap.
 	beforeSwapRename func() error
+	// writeFault and syncFault, when they return an error, make the next segment
+	// write (after writing half its bytes) or fdatasync fail with it.
+	writeFault func() error
+	syncFault  func() error
 }
 
 var _ Log = (*FileLog)(nil)

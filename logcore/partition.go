@@ -506,7 +506,7 @@ func (pt *partition) aged(cfg TopicConfig) bool {
 func (pt *partition) flush(pending []*appendReq, next int64) {
 	s := pt.active
 	pos := s.size.Load()
-	if _, err := s.f.WriteAt(pt.wbuf, pos); err != nil {
+	if err := pt.writeAt(s, pt.wbuf, pos); err != nil {
 		err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
 		if terr := s.f.Truncate(pos); terr != nil {
 			pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", err, pos, terr))
@@ -562,8 +562,24 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 }
 
 // sync makes the active segment's written bytes durable.
+// writeAt writes b to s at pos (through the test fault hook, if set).
+func (pt *partition) writeAt(s *segment, b []byte, pos int64) error {
+	if hook := pt.log.testHooks.writeFault; hook != nil {
+		if err := hook(); err != nil {
+			s.f.WriteAt(b[:len(b)/2], pos) // a fault after a partial write
+			return err
+		}
+	}
+	_, err := s.f.WriteAt(b, pos)
+	return err
+}
+
 func (pt *partition) sync() error {
-	if err := fdatasync(pt.active.fd); err != nil {
+	err := fdatasync(pt.active.fd)
+	if hook := pt.log.testHooks.syncFault; hook != nil && err == nil {
+		err = hook()
+	}
+	if err != nil {
 		return fmt.Errorf("fdatasync %s segment %d: %w", pt.name, pt.active.base, err)
 	}
 	pt.dirty = false
