@@ -76,16 +76,19 @@ type diffCase struct {
 // exit code (and, where asked, the same stdout).
 func compareWithPromtool(t *testing.T, promtool string, cases []diffCase) {
 	t.Helper()
-	for _, c := range cases {
-		want := runPromtool(t, promtool, c.args)
+	want := make([]toolResult, len(cases))
+	for i, c := range cases {
+		want[i] = runPromtool(t, promtool, c.args)
+	}
+	for i, c := range cases {
 		// promtool check rules F... is vigil rules check F...
 		got := runVigilRules(append([]string{c.args[0]}, c.args[2:]...))
-		if got.code != want.code {
-			t.Errorf("%v: exit code %d, promtool %d\nvigil stderr:\n%s\npromtool stderr:\n%s", c.args, got.code, want.code, got.stderr, want.stderr)
+		if got.code != want[i].code {
+			t.Errorf("%v: exit code %d, promtool %d\nvigil stderr:\n%s\npromtool stderr:\n%s", c.args, got.code, want[i].code, got.stderr, want[i].stderr)
 			continue
 		}
-		if c.sameStdout && got.stdout != want.stdout {
-			t.Errorf("%v: stdout differs\nvigil:\n%s\npromtool:\n%s", c.args, got.stdout, want.stdout)
+		if c.sameStdout && got.stdout != want[i].stdout {
+			t.Errorf("%v: stdout differs\nvigil:\n%s\npromtool:\n%s", c.args, got.stdout, want[i].stdout)
 		}
 	}
 }
@@ -344,4 +347,40 @@ func TestServeRules(t *testing.T) {
 	if len(after) != 1 || after[0].State != "firing" || after[0].ActiveAt != before.ActiveAt {
 		t.Errorf("after kill -9: %+v, before %+v", after, before)
 	}
+}
+
+// TestServeRulesOnRollupWindow checks that a group reading a rollup's output is
+// evaluated as soon as a window closes: its interval is an hour, yet the alert fires.
+func TestServeRulesOnRollupWindow(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "r.yml"), []byte(`groups:
+  - name: on-rollup
+    interval: 1h
+    rules:
+      - alert: RollupMaxHigh
+        expr: e2e_rule_requests_total:1s_by_job_max > 10
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(cfg, []byte(`rule_files: [r.yml]
+rollups:
+  - name: e2e_rule_1s
+    match: '{__name__="e2e_rule_requests_total"}'
+    interval: 1s
+    by: [job]
+    outputs: [max]
+    lateness: 0s
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startVigil(t, dir, "--config", cfg)
+	now := time.Now()
+	for i := 0; i < 3; i++ {
+		rulesRemoteWrite(t, p.addr, "e2e_rule_requests_total", float64(10+i), now.Add(time.Duration(i)*time.Millisecond))
+	}
+	waitRules(t, "RollupMaxHigh firing", func() bool {
+		a := p.alerts(t)
+		return len(a.Data.Alerts) == 1 && a.Data.Alerts[0].State == "firing" && a.Data.Alerts[0].Value == "1.2e+01"
+	})
 }
