@@ -1,10 +1,12 @@
 package api
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -123,7 +125,7 @@ func TestHandlerFormAndWarnings(t *testing.T) {
 	req := httptest.NewRequest("POST", "/x?match[]=a", strings.NewReader(url.Values{"query": {"up"}, "match[]": {"b"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	rec := httptest.NewRecorder()
-	h(rec, req)
+	h.ServeHTTP(rec, req)
 	want := `{"status":"success","data":{"m":"b,a","q":"up"},"warnings":["careful"]}`
 	if rec.Code != 200 || rec.Body.String() != want {
 		t.Errorf("got %d %s, want %s", rec.Code, rec.Body, want)
@@ -160,4 +162,23 @@ type emptyQueryable struct{}
 
 func (emptyQueryable) Querier(int64, int64) (storage.Querier, error) {
 	return storage.NoopQuerier(), nil
+}
+
+func TestHandlerCompresses(t *testing.T) {
+	h := Handler(func(r *http.Request) (any, annotations.Annotations, error) { return []string{"a"}, nil, nil })
+	req := httptest.NewRequest("GET", "/x", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Header().Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Content-Encoding = %q, want gzip", rec.Header().Get("Content-Encoding"))
+	}
+	zr, err := gzip.NewReader(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(zr)
+	if string(b) != `{"status":"success","data":["a"]}` {
+		t.Fatalf("body %s", b)
+	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/util/annotations"
+	"github.com/prometheus/prometheus/util/httputil"
 )
 
 // ErrorType is Prometheus's errorType field; each has its HTTP status (StatusCode).
@@ -172,10 +173,11 @@ func WriteError(w http.ResponseWriter, err error, data any) {
 // or one Classify maps), and the annotations to report as warnings and infos.
 type Func func(r *http.Request) (data any, warnings annotations.Annotations, err error)
 
-// Handler turns f into an http.HandlerFunc that writes Prometheus's envelope. Form
-// values (URL query and form-encoded POST bodies) are parsed before f runs.
-func Handler(f Func) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+// Handler turns f into an http.Handler that writes Prometheus's envelope, compressed
+// (gzip or deflate) when the client accepts it, as Prometheus does. Form values (URL
+// query and form-encoded POST bodies) are parsed before f runs.
+func Handler(f Func) http.Handler {
+	return httputil.CompressionHandler{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
 			WriteError(w, Errorf(ErrBadData, "error parsing form values: %v", err), nil)
 			return
@@ -187,5 +189,5 @@ func Handler(f Func) http.HandlerFunc {
 		}
 		warn, info := annos.AsStrings(r.FormValue("query"), 10, 10)
 		WriteSuccess(w, data, warn, info)
-	}
+	})}
 }
