@@ -202,6 +202,11 @@ func (g *Group) eval(ctx context.Context, env *Env, mode evalMode, ts time.Time)
 }
 
 func (g *Group) evalRule(ctx context.Context, env *Env, mode evalMode, ts time.Time, i int, rule Rule) (changed bool) {
+	if _, ok := rule.(*RecordingRule); ok && mode == modeArrival {
+		// Recording results are written at slot times only (see modeArrival); the
+		// rule is not evaluated and its status stays that of the last slot.
+		return false
+	}
 	start := time.Now()
 	var (
 		vec     promql.Vector
@@ -249,10 +254,6 @@ func (g *Group) evalRule(ctx context.Context, env *Env, mode evalMode, ts time.T
 			return changed
 		}
 	case *RecordingRule:
-		if mode == modeArrival {
-			// Recording results are written at slot times only (see modeArrival).
-			return false
-		}
 		vec, err = r.eval(ctx, g.queryOffset, ts, env.Query, g.limit)
 		if err != nil {
 			return false
