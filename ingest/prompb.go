@@ -120,6 +120,17 @@ func decodeSeriesV1(b *Batch, buf []byte) error {
 }
 
 func decodeLabel(buf []byte) (name, value []byte, err error) {
+	// Fast path: what every sender writes, name (field 1) then value (field 2), each
+	// shorter than 128 bytes.
+	if len(buf) >= 4 && buf[0] == 0x0a && buf[1] < 0x80 {
+		n := int(buf[1])
+		if 2+n+2 <= len(buf) && buf[2+n] == 0x12 && buf[3+n] < 0x80 {
+			m := int(buf[3+n])
+			if 4+n+m == len(buf) {
+				return buf[2 : 2+n : 2+n], buf[4+n : 4+n+m : 4+n+m], nil
+			}
+		}
+	}
 	r := pbReader{b: buf}
 	for !r.done() {
 		field, wt, _, data, err := r.next()

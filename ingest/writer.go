@@ -242,7 +242,8 @@ func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, sk
 			b.partition[i] = partitionSkipped
 			continue // nothing to store (e.g. a metadata-only series)
 		}
-		h := SeriesHash(ls)
+		var h uint64
+		h, pe.hashBuf = seriesHash(pe.hashBuf, ls)
 		if w.active != nil && !w.active.admit(h, now.Unix()) {
 			res.Rejected.add(ReasonActiveSeriesLimit, func() string {
 				return fmt.Sprintf("series %s is new and the active-series limit of %d is reached", seriesString(ls), w.limits.MaxActiveSeries)
@@ -378,8 +379,9 @@ func (w *Writer) appendOne(ctx context.Context, pe *partitionEncoders, p int) er
 // partitionEncoders is the pooled per-Write state: for each partition, the sample
 // batches being encoded.
 type partitionEncoders struct {
-	parts []partEnc
-	used  []int
+	parts   []partEnc
+	used    []int
+	hashBuf []byte
 }
 
 type partEnc struct {
