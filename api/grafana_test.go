@@ -14,7 +14,7 @@ import (
 // Prometheus holding the same samples answers the same.
 func TestGrafanaRequests(t *testing.T) {
 	ref := startReference(t)
-	v := startVigil(t, 2)
+	v := startVigilAny(t, 2)
 	base := (time.Now().Add(-70*time.Minute).UnixMilli() / 60000) * 60000
 	data := testData(base)
 	remoteWrite(t, ref, data, 50)
@@ -57,7 +57,9 @@ func TestGrafanaRequests(t *testing.T) {
 	}
 	for _, r := range reqs {
 		t.Run(r.name, func(t *testing.T) {
-			compare(t, v.url, ref, r.path, r.params, r.post)
+			if r.path != "/api/v1/status/buildinfo" { // the versions differ, by design
+				compare(t, v.url, ref, r.path, r.params, r.post)
+			}
 			code, got := get(t, v.url, r.path, r.params, r.post)
 			m, _ := got.(map[string]any)
 			switch {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/vigilhq/vigil/api"
 	"github.com/vigilhq/vigil/store"
@@ -39,9 +40,36 @@ func startStore(s *server, ctx context.Context) (func(context.Context) error, er
 	api.New(api.Options{
 		Queryable: st.Queryable(),
 		Engine:    st.Engine(),
-		BuildInfo: api.BuildInfo{Version: version, Revision: "unknown", Branch: "unknown", BuildUser: "unknown", BuildDate: "unknown"},
+		BuildInfo: buildInfo(),
 	}).Register(s.mux)
 	return func(ctx context.Context) error {
 		return errors.Join(m.Stop(ctx), st.Close())
 	}, nil
+}
+
+// buildInfo answers /api/v1/status/buildinfo. Its version is the Prometheus release
+// whose semantics Vigil follows (the prometheus module v0.3XY.Z is Prometheus 3.XY.Z),
+// because clients such as Grafana read it to decide which API features to use; Vigil's
+// own version is in the revision field.
+func buildInfo() api.BuildInfo {
+	bi := api.BuildInfo{Version: "3.0.0", Revision: "vigil-" + version, Branch: "vigil", BuildUser: "vigil", BuildDate: "unknown"}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range info.Deps {
+			if d.Path == "github.com/prometheus/prometheus" {
+				if v, ok := prometheusRelease(d.Version); ok {
+					bi.Version = v
+				}
+			}
+		}
+	}
+	return bi
+}
+
+// prometheusRelease maps a prometheus module version (v0.316.0) to its release (3.16.0).
+func prometheusRelease(mod string) (string, bool) {
+	var minor, patch int
+	if n, _ := fmt.Sscanf(mod, "v0.%d.%d", &minor, &patch); n != 2 || minor < 300 {
+		return "", false
+	}
+	return fmt.Sprintf("%d.%d.%d", minor/100, minor%100, patch), true
 }
