@@ -27,29 +27,37 @@ const (
 // second, so that the child cuts many one-minute blocks and commits often.
 func killStart() int64 { return (time.Now().Add(-3*time.Hour).UnixMilli() / 60000) * 60000 }
 
-// TestKillChildProcess is the child of TestKill9LosesNothingCountsNothingTwice: it
-// appends sample records to the log (printing "ack" once each is durable) while a
-// materializer with one-minute blocks checkpoints every few milliseconds, until killed.
-func TestKillChildProcess(t *testing.T) {
-	dir := os.Getenv("VIGIL_KILL_CHILD_DIR")
-	if dir == "" {
-		t.Skip("helper process for TestKill9LosesNothingCountsNothingTwice")
+// TestMain runs the kill test's child when asked to, and the tests otherwise.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("VIGIL_KILL_CHILD_DIR"); dir != "" {
+		if err := killChild(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "kill child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+// killChild is the child of TestKill9LosesNothingCountsNothingTwice: it appends sample
+// records to the log (printing "ack" once each is durable) while a materializer with
+// one-minute blocks checkpoints every few milliseconds, until it is killed.
+func killChild(dir string) error {
 	l, err := logcore.Open(filepath.Join(dir, "log"), logcore.Options{Fsync: logcore.FsyncAlways})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	topic, err := l.Topic("samples", logcore.TopicConfig{Partitions: killPartitions})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	s, err := Open(Options{Dir: filepath.Join(dir, "store"), BlockDuration: time.Minute, OutOfOrderWindow: time.Minute})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	m, err := s.StartMaterializer(MaterializerOptions{Log: l, Topic: topic, CheckpointInterval: 5 * time.Millisecond})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	// Continue the simulated clock where the previous child stopped.
 	next := killStart()
@@ -66,7 +74,7 @@ func TestKillChildProcess(t *testing.T) {
 			}
 			off, err := topic.Append(context.Background(), p, []logcore.Record{{Value: enc.Bytes()}})
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
 			fmt.Printf("ack %d %d\n", p, off)
 		}
@@ -83,7 +91,7 @@ func TestKill9LosesNothingCountsNothingTwice(t *testing.T) {
 		acked[p] = -1
 	}
 	for round := 0; round < 3; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKillChildProcess$", "-test.v")
+		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), "VIGIL_KILL_CHILD_DIR="+dir)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
