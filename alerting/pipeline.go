@@ -40,16 +40,19 @@ type Options struct {
 	// RequestTimeout bounds one delivery attempt (default 10s). An integration's own
 	// `timeout` setting wins when it is shorter.
 	RequestTimeout time.Duration
-	// BackoffInitial and BackoffMax bound the exponential backoff (with ±20% jitter)
-	// between failed attempts (defaults 500ms and 1m). A Retry-After header wins when longer.
-	BackoffInitial, BackoffMax time.Duration
+	// BackoffInitial is the wait after a first failed attempt (default 500ms); it
+	// doubles with each failure, with ±20% jitter. A Retry-After header wins when longer.
+	BackoffInitial time.Duration
+	// BackoffMax caps the backoff (default 1m).
+	BackoffMax time.Duration
 	// RateLimit is the most events per minute sent to one integration (one PagerDuty
 	// routing key or webhook URL); default 120, PagerDuty's limit per routing key.
 	RateLimit int
 	// BreakerFailures consecutive failed attempts open an integration's circuit
-	// breaker (default 5); it stays open for BreakerCooldown (default 30s), then one
-	// attempt probes the receiver.
+	// breaker (default 5).
 	BreakerFailures int
+	// BreakerCooldown is how long an open breaker holds attempts back (default 30s);
+	// then one attempt probes the receiver.
 	BreakerCooldown time.Duration
 	// SilenceRetention is how long expired silences are kept (default 120h, as in Alertmanager).
 	SilenceRetention time.Duration
@@ -157,6 +160,17 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, err
 	}
 	p.outbox.reconfigure(p.cfg)
+	opts.Metrics.GetOrCreateGauge(`vigil_notifications_pending`, func() float64 { return float64(p.outbox.pending()) })
+	opts.Metrics.GetOrCreateGauge(`vigil_alerting_groups`, func() float64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return float64(len(p.groups))
+	})
+	opts.Metrics.GetOrCreateGauge(`vigil_alerting_alerts`, func() float64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return float64(len(p.alerts))
+	})
 	p.wg.Add(1)
 	go p.maintenance()
 	return p, nil
