@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"sync"
@@ -403,10 +404,64 @@ type batchWriter struct {
 	hp    prompb.Histogram
 	names []string
 	seen  map[string]struct{}
+	// cache maps a hash of a series' encoded labels to its labels and TSDB reference,
+	// so that a known series costs neither building labels nor a lookup by labels. A
+	// stale reference (the head dropped the series) makes the TSDB look it up by
+	// labels again; a hash collision is caught by comparing the labels.
+	cache map[uint64]cacheEntry
+	hash  maphash.Hash
 }
 
+type cacheEntry struct {
+	ref  storage.SeriesRef
+	lset labels.Labels
+}
+
+// maxCachedSeries bounds a partition's series cache; it is cleared when full.
+const maxCachedSeries = 1 << 21
+
 func newBatchWriter(m *Materializer) *batchWriter {
-	return &batchWriter{m: m, b: labels.NewScratchBuilder(16), seen: map[string]struct{}{}}
+	return &batchWriter{m: m, b: labels.NewScratchBuilder(16), seen: map[string]struct{}{}, cache: map[uint64]cacheEntry{}}
+}
+
+func (w *batchWriter) hashLabels(ls []sample.Label) uint64 {
+	w.hash.Reset()
+	for _, l := range ls {
+		w.hash.Write(l.Name)
+		w.hash.WriteByte(0xff)
+		w.hash.Write(l.Value)
+		w.hash.WriteByte(0xff)
+	}
+	return w.hash.Sum64()
+}
+
+// buildLabels makes the TSDB labels of a batch series, sorting them if the writer
+// did not.
+func (w *batchWriter) buildLabels(ls []sample.Label) labels.Labels {
+	w.b.Reset()
+	sorted := true
+	for j, l := range ls {
+		if j > 0 && string(l.Name) <= string(ls[j-1].Name) {
+			sorted = false
+		}
+		w.b.Add(yolo(l.Name), yolo(l.Value))
+	}
+	if !sorted {
+		w.b.Sort()
+	}
+	return w.b.Labels()
+}
+
+// sameLabels reports whether lset is exactly ls, in order.
+func sameLabels(lset labels.Labels, ls []sample.Label) bool {
+	i, ok := 0, true
+	lset.Range(func(l labels.Label) {
+		if ok && (i >= len(ls) || l.Name != yolo(ls[i].Name) || l.Value != yolo(ls[i].Value)) {
+			ok = false
+		}
+		i++
+	})
+	return ok && i == len(ls)
 }
 
 // firstTime is the timestamp of the first sample of rec's first series, or the
@@ -445,22 +500,13 @@ func (w *batchWriter) write(ctx context.Context, recs []logcore.Record) (int64, 
 		}
 		for w.dec.Next() {
 			s := w.dec.Series()
-			w.b.Reset()
-			sorted := true
 			var name []byte
-			for j, l := range s.Labels {
-				if j > 0 && string(l.Name) <= string(s.Labels[j-1].Name) {
-					sorted = false
-				}
+			for _, l := range s.Labels {
 				if string(l.Name) == labels.MetricName {
 					name = l.Value
+					break
 				}
-				w.b.Add(yolo(l.Name), yolo(l.Value))
 			}
-			if !sorted {
-				w.b.Sort()
-			}
-			lset := w.b.Labels()
 			if name != nil {
 				if _, ok := w.seen[yolo(name)]; !ok {
 					n := string(name)
@@ -468,7 +514,13 @@ func (w *batchWriter) write(ctx context.Context, recs []logcore.Record) (int64, 
 					w.names = append(w.names, n)
 				}
 			}
-			var ref storage.SeriesRef
+			key := w.hashLabels(s.Labels)
+			ce, hit := w.cache[key]
+			if !hit || !sameLabels(ce.lset, s.Labels) {
+				ce = cacheEntry{lset: w.buildLabels(s.Labels)}
+			}
+			lset := ce.lset
+			ref := ce.ref
 			for _, smp := range s.Samples {
 				r, err := app.Append(ref, lset, smp.T, smp.V)
 				if err != nil {
@@ -500,6 +552,12 @@ func (w *batchWriter) write(ctx context.Context, recs []logcore.Record) (int64, 
 				ref = r
 				maxT = max(maxT, h.T)
 				hists++
+			}
+			if ref != 0 && ref != ce.ref {
+				if len(w.cache) >= maxCachedSeries {
+					clear(w.cache)
+				}
+				w.cache[key] = cacheEntry{ref: ref, lset: lset}
 			}
 		}
 		if err := w.dec.Err(); err != nil {
