@@ -72,6 +72,10 @@ var diffQueries = []string{
 	`rate(http_requests_total[5m]) and on (job) (sum by (job) (rate(http_requests_total[5m])) > 1)`,
 	`http_requests_total unless http_requests_total{code="500"}`,
 	`last_over_time(sparse[30m])`,
+	// Queries with annotations: infos and warnings must match too.
+	`rate(temperature[5m])`,
+	`histogram_quantile(0.9, temperature)`,
+	`sum(rpc_latency_seconds) + sum(http_requests_total)`,
 	`sparse`,
 }
 
@@ -151,6 +155,14 @@ func TestDifferentialAgainstReferencePrometheus(t *testing.T) {
 	_, got := get(t, v.url, "/api/v1/query_range", url.Values{"query": {"rate(http_requests_total[5m])"}, "start": {start}, "end": {end}, "step": {"60"}}, false)
 	if !nonEmpty(got) {
 		t.Fatalf("vigil returned no data: %v", got)
+	}
+	_, got = get(t, v.url, "/api/v1/query", url.Values{"query": {"rate(temperature[5m])"}, "time": {sec(times[1])}}, false)
+	if m, _ := got.(map[string]any); m["infos"] == nil {
+		t.Fatalf("no infos for rate() over a gauge: %v", got)
+	}
+	_, got = get(t, v.url, "/api/v1/query", url.Values{"query": {"histogram_quantile(0.9, temperature)"}, "time": {sec(times[1])}}, false)
+	if m, _ := got.(map[string]any); m["warnings"] == nil {
+		t.Fatalf("no warnings for histogram_quantile() without le: %v", got)
 	}
 	t.Logf("compared %d queries", len(diffQueries)*(len(times)+1)+len(diffErrors)*2)
 	_ = fmt.Sprint
