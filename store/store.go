@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/common/model"
+	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -318,6 +320,21 @@ func (s *Store) flushHead(ctx context.Context) error {
 		lo = hi + 1
 	}
 	return nil
+}
+
+// Reconfigure changes the out-of-order window and the retentions of a running store
+// (on a configuration reload). The block duration and the query limits are fixed at Open.
+func (s *Store) Reconfigure(outOfOrderWindow, rawRetention, derivedRetention time.Duration) error {
+	apply := func(db *tsdb.DB, retention time.Duration) error {
+		return db.ApplyConfig(&promconfig.Config{StorageConfig: promconfig.StorageConfig{TSDBConfig: &promconfig.TSDBConfig{
+			OutOfOrderTimeWindow: outOfOrderWindow.Milliseconds(),
+			Retention:            &promconfig.TSDBRetentionConfig{Time: model.Duration(retention)},
+		}}})
+	}
+	if outOfOrderWindow < 0 || rawRetention <= 0 || derivedRetention <= 0 {
+		return errors.New("store: out-of-order window must not be negative, retentions must be positive")
+	}
+	return errors.Join(wrap("reconfigure tsdb", apply(s.db, rawRetention)), wrap("reconfigure derived tsdb", apply(s.derived, derivedRetention)))
 }
 
 // Close persists the raw head (so that a restart need not replay it) and closes both

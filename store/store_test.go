@@ -363,3 +363,28 @@ func TestAppendableIsDurableAndMerged(t *testing.T) {
 	e.sync()
 	check("after crash")
 }
+
+func TestReconfigureOutOfOrderWindow(t *testing.T) {
+	e := newEnv(t, 1, Options{})
+	now := time.Now().UnixMilli()
+	e.appendSeries(0, sample.Series{Labels: lbls("__name__", "o"), Samples: []sample.Sample{{T: now, V: 1}}})
+	e.sync()
+	// Without a window a sample older than the series' newest is refused...
+	e.appendSeries(0, sample.Series{Labels: lbls("__name__", "o"), Samples: []sample.Sample{{T: now - 60000, V: 2}}})
+	e.sync()
+	if v := e.instant(`count_over_time(o[10m])`, now); len(v) != 1 || v[0].F != 1 {
+		t.Fatalf("without out-of-order window: %v, want 1 sample", v)
+	}
+	// ...and accepted once the window is reloaded.
+	if err := e.store.Reconfigure(10*time.Minute, 24*time.Hour, 48*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	e.appendSeries(0, sample.Series{Labels: lbls("__name__", "o"), Samples: []sample.Sample{{T: now - 30000, V: 3}}})
+	e.sync()
+	if v := e.instant(`count_over_time(o[10m])`, now); len(v) != 1 || v[0].F != 2 {
+		t.Fatalf("with out-of-order window: %v, want 2 samples", v)
+	}
+	if err := e.store.Reconfigure(-1, time.Hour, time.Hour); err == nil {
+		t.Fatal("negative window accepted")
+	}
+}

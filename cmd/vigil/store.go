@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 
 	"github.com/vigilhq/vigil/api"
+	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/store"
 )
 
@@ -37,6 +38,10 @@ func startStore(s *server, ctx context.Context) (func(context.Context) error, er
 		return nil, fmt.Errorf("start materializer: %w", err)
 	}
 	s.store = st
+	s.onReload("store", func(cfg *config.Config) error {
+		q := cfg.Query
+		return st.Reconfigure(q.OutOfOrderWindow.D(), q.RawRetention.D(), q.RollupRetention.D())
+	})
 	api.New(api.Options{
 		Queryable: st.Queryable(),
 		Engine:    st.Engine(),
