@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime/debug"
+	"time"
 
 	"github.com/vigilhq/vigil/api"
 	"github.com/vigilhq/vigil/config"
@@ -36,6 +37,22 @@ func startStore(s *server, ctx context.Context) (func(context.Context) error, er
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("start materializer: %w", err)
+	}
+	// Replay what the log holds past the committed offsets before the later stages
+	// start (rules must not evaluate over a half-rebuilt store) and before /-/ready.
+	if lag := m.Lag(); lag > 0 {
+		start := time.Now()
+		s.logger.Info("replaying the log into the query store", "records", lag)
+		if err := m.Sync(ctx); err != nil {
+			if ctx.Err() != nil {
+				// Shutting down during the replay: stop cleanly, nothing is lost.
+				return func(sctx context.Context) error { return errors.Join(m.Stop(sctx), st.Close()) }, nil
+			}
+			m.Stop(context.Background())
+			st.Close()
+			return nil, fmt.Errorf("replay the log into the query store: %w", err)
+		}
+		s.logger.Info("query store replayed", "records", lag, "duration", time.Since(start).Round(time.Millisecond).String())
 	}
 	s.store = st
 	s.onReload("store", func(cfg *config.Config) error {
