@@ -82,3 +82,48 @@ receivers:
 		t.Errorf("after reload: %+v", ms[0])
 	}
 }
+
+// TestRestartRestoresGroups: the pipeline's alerts survive a restart (alerts topic),
+// so a group is rebuilt before the rules re-send anything: an alert joining it after
+// the restart is notified together with the one from before, and nothing already
+// notified is sent again.
+func TestRestartRestoresGroups(t *testing.T) {
+	sink := newWebhookSink(t)
+	dir := t.TempDir()
+	doc := hookConfig(sink.srv.URL, "  group_wait: 0s\n  group_interval: 100ms\n  group_by: [alertname]", "")
+	l := openTestLog(t, dir)
+	p, err := New(Options{Config: mustConfig(t, doc), Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	send(t, p, alert(start, time.Time{}, "alertname=G", "instance=1"))
+	if _, err := sink.wait(waitCtx(t, 10*time.Second), 1); err != nil {
+		t.Fatal(err)
+	}
+	p.Close(t.Context())
+	l.Close()
+
+	l = openTestLog(t, dir)
+	defer l.Close()
+	p, err = New(Options{Config: mustConfig(t, doc), Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(t.Context())
+	time.Sleep(300 * time.Millisecond)
+	if n := len(sink.messages()); n != 1 {
+		for _, m := range sink.messages() {
+			t.Logf("%s %s", m.NotificationReason, summary(m))
+		}
+		t.Fatalf("%d notifications after the restart alone, want 1", n)
+	}
+	send(t, p, alert(time.Now(), time.Time{}, "alertname=G", "instance=2"))
+	ms, err := sink.wait(waitCtx(t, 10*time.Second), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := summary(ms[1]); s != "firing: G/1 G/2" {
+		t.Errorf("after restart: %q, want both alerts", s)
+	}
+}

@@ -96,6 +96,7 @@ func openOutbox(p *Pipeline) (*outbox, error) {
 	pending := map[string]*notification{}
 	err = replay(t, func(key, value []byte) error {
 		k := string(key)
+
 		switch {
 		case strings.HasPrefix(k, "n\x00"):
 			if len(value) == 0 {

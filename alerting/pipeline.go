@@ -112,10 +112,15 @@ type Pipeline struct {
 	metrics  *pipelineMetrics
 	silences *Silences
 	outbox   *outbox
+	store    *alertStore
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// ctx ends at Close: no new flush, attempt or wait starts. hardCtx ends when
+	// Close gives up waiting: it aborts attempts in flight.
+	ctx        context.Context
+	cancel     context.CancelFunc
+	hardCtx    context.Context
+	hardCancel context.CancelFunc
+	wg         sync.WaitGroup
 
 	// mu guards cfg, alerts and groups. Lock order: mu, then a group's mu.
 	mu     sync.Mutex
@@ -152,6 +157,7 @@ func New(opts Options) (*Pipeline, error) {
 		groups:  map[groupID]*aggrGroup{},
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.hardCtx, p.hardCancel = context.WithCancel(context.Background())
 	var err error
 	if p.silences, err = openSilences(opts.Log, opts.SilenceRetention); err != nil {
 		return nil, err
@@ -160,6 +166,17 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, err
 	}
 	p.outbox.reconfigure(p.cfg)
+	var known map[model.Fingerprint]*types.Alert
+	if p.store, known, err = openAlertStore(opts.Log); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	p.mu.Lock()
+	for fp, a := range known {
+		p.alerts[fp] = restored(a, now, p.cfg.resolveTimeout)
+		p.routeLocked(p.alerts[fp], now)
+	}
+	p.mu.Unlock()
 	opts.Metrics.GetOrCreateGauge(`vigil_notifications_pending`, func() float64 { return float64(p.outbox.pending()) })
 	opts.Metrics.GetOrCreateGauge(`vigil_alerting_groups`, func() float64 {
 		p.mu.Lock()
@@ -192,11 +209,12 @@ func (p *Pipeline) Send(ctx context.Context, as []Alert) error {
 	}
 	now := time.Now()
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		return errors.New("alerting: pipeline is closed")
 	}
 	var errs []error
+	persist := map[model.Fingerprint]*types.Alert{}
 	for i := range as {
 		a, err := p.toAMAlert(&as[i], now)
 		if err != nil {
@@ -204,22 +222,29 @@ func (p *Pipeline) Send(ctx context.Context, as []Alert) error {
 			continue
 		}
 		fp := a.Fingerprint()
-		if old, ok := p.alerts[fp]; ok {
+		old := p.alerts[fp]
+		if old != nil {
 			// Merge if the activity ranges overlap, as Alertmanager's provider does.
 			if (a.EndsAt.After(old.StartsAt) && a.EndsAt.Before(old.EndsAt)) ||
 				(a.StartsAt.After(old.StartsAt) && a.StartsAt.Before(old.EndsAt)) {
 				a = old.Merge(a)
 			}
 		}
+		if changed(old, a) {
+			persist[fp] = a
+		}
 		p.alerts[fp] = a
 		p.metrics.received.Inc()
 		p.routeLocked(a, now)
 	}
+	p.mu.Unlock()
+	// Persisted after routing, so that a page does not wait for this write.
+	perr := p.store.write(ctx, persist)
 	if len(errs) > 0 {
 		p.metrics.invalid.Add(len(errs))
-		return fmt.Errorf("alerting: %d of %d alerts rejected: %w", len(errs), len(as), errors.Join(errs...))
+		return fmt.Errorf("alerting: %d of %d alerts rejected: %w", len(errs), len(as), errors.Join(append(errs, perr)...))
 	}
-	return nil
+	return perr
 }
 
 // toAMAlert converts a rules alert into Alertmanager's form, as Alertmanager's API
@@ -292,8 +317,10 @@ func (p *Pipeline) Reload(cfg *Config) error {
 	return nil
 }
 
-// Close stops the groups and the senders. Notifications not yet delivered stay in
-// the outbox and are delivered after the next New on the same log.
+// Close stops the groups and the senders: attempts in flight may finish (and be
+// recorded as delivered) until ctx ends, then they are aborted. Notifications not
+// yet delivered stay in the outbox and are delivered after the next New on the
+// same log.
 func (p *Pipeline) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed {
@@ -312,8 +339,11 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		p.hardCancel()
 		return nil
 	case <-ctx.Done():
+		p.hardCancel()
+		<-done
 		return fmt.Errorf("alerting: close: %w", ctx.Err())
 	}
 }
@@ -351,7 +381,6 @@ func (p *Pipeline) maintenance() {
 // group holds any more.
 func (p *Pipeline) gcAlerts(now time.Time) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	held := map[model.Fingerprint]bool{}
 	for _, g := range p.groups {
 		g.mu.Lock()
@@ -360,10 +389,16 @@ func (p *Pipeline) gcAlerts(now time.Time) {
 		}
 		g.mu.Unlock()
 	}
+	forget := map[model.Fingerprint]*types.Alert{}
 	for fp, a := range p.alerts {
 		if a.ResolvedAt(now.Add(-p.cfg.resolveTimeout)) && !held[fp] {
 			delete(p.alerts, fp)
+			forget[fp] = nil
 		}
+	}
+	p.mu.Unlock()
+	if err := p.store.write(p.ctx, forget); err != nil && p.ctx.Err() == nil {
+		p.log.Warn("forget resolved alerts", "err", err)
 	}
 }
 

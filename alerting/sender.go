@@ -98,7 +98,7 @@ func (s *sender) run() {
 			return
 		}
 		for {
-			err := s.o.done(ctx, n)
+			err := s.o.done(s.p.hardCtx, n)
 			if err == nil {
 				break
 			}
@@ -136,7 +136,7 @@ func (s *sender) deliver(ctx context.Context, n *notification) bool {
 		if t := in.timeout(); t > 0 && t < timeout {
 			timeout = t
 		}
-		actx, cancel := context.WithTimeout(ctx, timeout)
+		actx, cancel := context.WithTimeout(s.p.hardCtx, timeout)
 		var err error
 		if n.Kind == "pagerduty" {
 			err = s.deliverPagerDuty(actx, in, n)
@@ -150,7 +150,7 @@ func (s *sender) deliver(ctx context.Context, n *notification) bool {
 			s.p.metrics.latency(n.Receiver).UpdateDuration(n.CreatedAt)
 			return true
 		}
-		if ctx.Err() != nil {
+		if s.p.hardCtx.Err() != nil {
 			return false
 		}
 		s.p.metrics.failed(n.Receiver).Inc()
