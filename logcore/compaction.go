@@ -9,7 +9,8 @@ import (
 // compact rewrites the closed segments of a compacted partition so that they keep only
 // the latest record of each key (records without a key are kept), and tombstones
 // (empty values) only while they are younger than cfg.TombstoneRetention. Offsets do
-// not change; removed records leave gaps. A rewrite goes to <base>.cleaned, is synced,
+// not change; removed records leave gaps, and a closed segment left with no record is
+// deleted. A rewrite goes to <base>.cleaned, is synced,
 // and replaces the segment by a rename; a crash at any point leaves either the old or
 // the new segment, both valid. The active segment is never rewritten.
 func (pt *partition) compact(cfg TopicConfig) error {
@@ -57,14 +58,12 @@ func (pt *partition) compact(cfg TopicConfig) error {
 			pt.log.metrics.compactions.Inc()
 		}
 		if empty {
-			pt.mu.RLock()
-			first := len(pt.segs) > 1 && pt.segs[0] == s
-			pt.mu.RUnlock()
-			if first {
-				if err := pt.deleteOldest(s); err != nil {
-					return err
-				}
+			// Nothing of the segment is kept: delete it rather than keep an empty
+			// file. Reads step over the gap to the next segment.
+			if err := pt.deleteSegment(s, false); err != nil {
+				return err
 			}
+			pt.log.metrics.compactions.Inc()
 		}
 	}
 	return nil
@@ -124,7 +123,7 @@ func (pt *partition) compactSegment(s *segment, latest map[string]int64, tombsto
 			return false, false, err
 		}
 	}
-	if !changed {
+	if !changed || kept == 0 {
 		return false, kept == 0, nil
 	}
 	if err := pt.swapSegment(s, out); err != nil {

@@ -125,8 +125,12 @@
 // unknown), the partition is failed: every later Append returns the error until the log
 // is reopened. Committed data stays readable in all these cases.
 //
-// Compaction writes a segment's rewrite to <base>.cleaned, syncs it, removes the old
-// index files and renames the rewrite over the segment, then syncs the directory. A
-// crash before the rename leaves the original segment (open deletes *.cleaned and
+// Compaction keeps, in the closed segments of a compacted topic, the latest record of
+// each key (and records without a key); tombstones go once older than
+// TombstoneRetention. Offsets do not change: removed records leave gaps that reads
+// step over. A closed segment left with no record is deleted, wherever it lies. A
+// segment that loses some records is rewritten: compaction writes the rewrite to
+// <base>.cleaned, syncs it, removes the old index files and renames the rewrite over
+// the segment, then syncs the directory. A crash before the rename leaves the original segment (open deletes *.cleaned and
 // rebuilds the missing indexes); a crash after it leaves the rewrite, which is as valid.
 package logcore

@@ -578,6 +578,9 @@ func TestCompactionCrashBeforeRename(t *testing.T) {
 	want := map[string]string{}
 	for i := 0; i < 60; i++ {
 		k, v := fmt.Sprintf("k%d", i%3), fmt.Sprintf("value-%d", i)
+		if i%4 == 0 {
+			k = fmt.Sprintf("unique-%d", i) // kept: every segment is rewritten, none deleted
+		}
 		want[k] = v
 		tp.Append(context.Background(), 0, []Record{rec(k, v, 0)})
 	}
@@ -620,5 +623,47 @@ func TestCompactionCrashBeforeRename(t *testing.T) {
 	}
 	if len(recs) >= len(before) || fmt.Sprint(state) != fmt.Sprint(want) {
 		t.Fatalf("compaction after reopen: %d records, state %v; want fewer than %d and %v", len(recs), state, len(before), want)
+	}
+}
+
+// TestCompactionDeletesEmptySegments: a closed segment whose records are all
+// superseded is deleted (in the middle of the partition too, not only at its start),
+// and reads and consumers step over the gap it leaves.
+func TestCompactionDeletesEmptySegments(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{MaintenanceInterval: time.Hour})
+	defer l.Close()
+	tp, _ := l.Topic("state", TopicConfig{Partitions: 1, SegmentBytes: 256, Compacted: true})
+	app := func(k string) int64 {
+		off, err := tp.Append(context.Background(), 0, []Record{rec(k, k+"-"+strings.Repeat("v", 60), 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return off
+	}
+	keep := app("first") // stays: the first segment is kept
+	for i := 0; i < 12; i++ {
+		app("churn") // all but the last superseded: whole segments become empty
+	}
+	last := app("churn")
+	app("tail")
+	pdir := filepath.Join(dir, "state", "0")
+	before := len(segmentBases(t, pdir))
+	l.RunMaintenance()
+	after := segmentBases(t, pdir)
+	if len(after) >= before || after[0] != 0 {
+		t.Fatalf("segments %d -> %v: want fewer, the first kept", before, after)
+	}
+	got := readAll(t, tp, 0)
+	if len(got) != 3 || got[0].Offset != keep || got[1].Offset != last || string(got[2].Key) != "tail" {
+		t.Fatalf("after compaction: %+v", got)
+	}
+	c, _ := NewConsumer(l, "g", tp, 0)
+	c.SeekTo(keep + 1) // inside a deleted segment's range
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, err := c.Poll(ctx, 0)
+	if err != nil || len(recs) == 0 || recs[0].Offset != last {
+		t.Fatalf("poll from inside a deleted range: %v, %v; want offset %d first", recs, err, last)
 	}
 }

@@ -45,17 +45,30 @@ func (pt *partition) applyRetention(cfg TopicConfig) error {
 
 // deleteOldest removes the first segment s from the partition and deletes its files.
 // The caller holds pt.maintain.
-func (pt *partition) deleteOldest(s *segment) error {
+func (pt *partition) deleteOldest(s *segment) error { return pt.deleteSegment(s, true) }
+
+// deleteSegment removes the closed segment s from the partition (only if it is the
+// first one, with onlyFirst) and deletes its files. The active segment is never
+// removed. The caller holds pt.maintain.
+func (pt *partition) deleteSegment(s *segment, onlyFirst bool) error {
 	pt.mu.Lock()
-	if pt.closed || len(pt.segs) < 2 || pt.segs[0] != s {
+	i := -1
+	for j, cur := range pt.segs[:max(0, len(pt.segs)-1)] {
+		if cur == s {
+			i = j
+		}
+	}
+	if pt.closed || i < 0 || (onlyFirst && i != 0) {
 		pt.mu.Unlock()
 		return nil
 	}
-	pt.segs = append(pt.segs[:0:0], pt.segs[1:]...)
+	pt.segs = append(pt.segs[:i:i], pt.segs[i+1:]...)
 	pt.mu.Unlock()
-	pt.logger().Info("retention deleted a segment", "base", s.base, "next", s.next.Load(), "bytes", s.size.Load())
+	pt.logger().Info("deleted a segment", "base", s.base, "next", s.next.Load(), "bytes", s.size.Load())
 	s.release()
-	pt.log.metrics.deletedSegments.Inc()
+	if onlyFirst {
+		pt.log.metrics.deletedSegments.Inc() // retention's deletions
+	}
 	// The log file goes first: a segment without its .log is not loaded, and its
 	// leftover index files are removed at the next open.
 	var errs []error
