@@ -41,6 +41,12 @@
 // Topic "silences": key = silence ID, value = the Silence as JSON; a tombstone when
 // an expired silence passes its retention.
 //
+// Topic "alerts": key = the alert's fingerprint (16 hex digits), value = the alert
+// as JSON (Alertmanager's fields plus UpdatedAt and Timeout), written when an alert
+// appears, starts firing or resolves, or its annotations change (not on plain
+// re-sends); a tombstone when it is forgotten. On start the groups are rebuilt from
+// it, an alert that was firing staying firing for at least a resolve_timeout.
+//
 // # Delivery
 //
 // Each integration has its own sender goroutine, rate limiter (Options.RateLimit

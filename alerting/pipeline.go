@@ -24,7 +24,7 @@ type Options struct {
 	// Config is the parsed alerting section (ParseSection / ParseConfig).
 	Config *Config
 	// Log holds the pipeline's durable state in three compacted topics: "outbox"
-	// (notifications and the notification log), and "silences".
+	// (notifications and the notification log), "silences" and "alerts" (see doc.go).
 	Log logcore.Log
 	// Metrics receives the vigil_notifications_* metrics; nil makes a private set.
 	Metrics *metrics.Set
