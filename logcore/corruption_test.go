@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // corruptionFixture is a closed log with several segments whose records the test
@@ -425,6 +426,25 @@ func TestCorruptClosedSegment(t *testing.T) {
 		}
 		if _, err := tp.Read(0, mid.base, 0, nil); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("%s: read of the damaged batch: %v, want ErrCorrupt", name, err)
+		}
+		// A consumer gets every record up to the damage, then the error, and stays.
+		c, _ := NewConsumer(l, "g", tp, 0)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var n int64
+		var perr error
+		for perr == nil {
+			var recs []Record
+			recs, perr = c.Poll(ctx, 1<<20)
+			for _, r := range recs {
+				if r.Offset != n || !sameRecord(r, fx.recs[n]) {
+					t.Fatalf("%s: consumer got offset %d, want %d intact", name, r.Offset, n)
+				}
+				n++
+			}
+		}
+		cancel()
+		if n != mid.base || !errors.Is(perr, ErrCorrupt) || c.Position() != mid.base {
+			t.Fatalf("%s: consumer read %d records, then %v at %d; want %d records, ErrCorrupt", name, n, perr, c.Position(), mid.base)
 		}
 		next := fx.bases[2]
 		recs, err := tp.Read(0, next, 0, nil)

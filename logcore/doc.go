@@ -88,9 +88,12 @@
 // A read checks every batch it returns (length, checksum, payload, records) and the
 // offsets of every batch it passes: in a topic that is not compacted each batch starts
 // where the previous one ended, in a compacted one offsets only grow. Data failing a
-// check is never returned: the read fails with an error wrapping ErrCorrupt, and a
-// Consumer's Poll returns that error and keeps its position (the caller may SeekTo
-// past the damage).
+// check is never returned: a read returns the good batches before a bad one, and a
+// read that starts at a bad batch fails with an error wrapping ErrCorrupt. A
+// Consumer's Poll so delivers every record up to the damage, then returns that error
+// and keeps its position (the caller may SeekTo past the damage). Opening the log
+// skips damaged batches of the consumer-offsets topic (a group then resumes from an
+// older commit, re-reading records rather than skipping them).
 //
 // # Durability and recovery
 //

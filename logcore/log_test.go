@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -665,5 +666,52 @@ func TestCompactionDeletesEmptySegments(t *testing.T) {
 	recs, err := c.Poll(ctx, 0)
 	if err != nil || len(recs) == 0 || recs[0].Offset != last {
 		t.Fatalf("poll from inside a deleted range: %v, %v; want offset %d first", recs, err, last)
+	}
+}
+
+// TestDamagedConsumerOffsets: a damaged batch inside the consumer-offsets topic does
+// not make the log unopenable; the commits around it are loaded, and a group whose
+// last commit was in the damage falls back to an older commit, never a newer one.
+func TestDamagedConsumerOffsets(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{IndexIntervalBytes: 256})
+	tp, _ := l.Topic("t", TopicConfig{Partitions: 1})
+	tp.Append(context.Background(), 0, []Record{rec("", "x", 0)})
+	offs := l.Offsets()
+	offs.Commit("early", "t", 0, 1)
+	offs.Commit("damaged", "t", 0, 3) // the batch to damage
+	offs.Commit("damaged", "t", 0, 1)
+	for i := 0; i < 40; i++ {
+		offs.Commit("late", "t", 0, int64(i))
+	}
+	l.Close()
+	pdir := filepath.Join(dir, offsetsTopic, "0")
+	path := segmentPath(pdir, 0, logExt)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second batch: the commit of "damaged" at 3.
+	h, _ := parseBatchHeader(b[segmentHeaderSize:])
+	b[segmentHeaderSize+int(h.size())+batchHeaderSize+2] ^= 0xff
+	os.WriteFile(path, b, 0o644)
+
+	l, err = Open(dir, Options{IndexIntervalBytes: 256})
+	if err != nil {
+		t.Fatalf("open with a damaged consumer-offsets batch: %v", err)
+	}
+	defer l.Close()
+	for _, tc := range []struct {
+		group string
+		want  int64
+		ok    bool
+	}{{"early", 1, true}, {"late", 39, true}} {
+		got, ok := l.Offsets().Committed(tc.group, "t", 0)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("group %s: committed %d %v, want %d %v", tc.group, got, ok, tc.want, tc.ok)
+		}
+	}
+	if got, ok := l.Offsets().Committed("damaged", "t", 0); ok && got > 1 {
+		t.Errorf("group damaged: committed %d, newer than its commits around the damage", got)
 	}
 }

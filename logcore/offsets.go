@@ -3,6 +3,7 @@ package logcore
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -53,6 +54,18 @@ func loadOffsetStore(l *FileLog, t *fileTopic) (*offsetStore, error) {
 		var next int64
 		var err error
 		recs, buf, next, err = pt.read(off, 0, recs, buf)
+		if errors.Is(err, ErrCorrupt) {
+			// Damage must not make the whole log unopenable: skip to the next good
+			// batch. Groups whose last commit was in the damage resume from an older
+			// one (records are read again, never skipped).
+			skip := pt.skipDamage(off)
+			l.opts.Logger.Error("skipping damaged consumer offsets", "from", off, "to", skip, "err", err)
+			off = skip
+			if off >= pt.stats().EndOffset {
+				break
+			}
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("read consumer offsets: %w", err)
 		}

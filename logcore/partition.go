@@ -760,6 +760,32 @@ func (pt *partition) read(offset int64, maxBytes int, dst []Record, buf []byte) 
 	}
 }
 
+// skipDamage returns where reading can go on after a batch at offset failed its
+// checks: the next indexed batch of the same segment after offset, else the next
+// segment's base offset, else the end offset.
+func (pt *partition) skipDamage(offset int64) int64 {
+	pt.mu.RLock()
+	defer pt.mu.RUnlock()
+	i := sort.Search(len(pt.segs), func(i int) bool { return pt.segs[i].base > offset })
+	if i > 0 {
+		s := pt.segs[i-1]
+		s.mu.RLock()
+		j := sort.Search(len(s.idx), func(j int) bool { return s.base+int64(s.idx[j].rel) > offset })
+		next := int64(-1)
+		if j < len(s.idx) {
+			next = s.base + int64(s.idx[j].rel)
+		}
+		s.mu.RUnlock()
+		if next >= 0 && next < pt.end {
+			return next
+		}
+	}
+	if i < len(pt.segs) {
+		return pt.segs[i].base
+	}
+	return pt.end
+}
+
 // nextBase returns the base offset of the segment after the one based at base, or the
 // end offset.
 func (pt *partition) nextBase(base int64) int64 {
@@ -799,6 +825,14 @@ func (s *segment) readFrom(offset int64, maxBytes int, dst []Record, buf []byte,
 	indexed := pos != segmentHeaderSize
 	next := offset
 	taken := 0
+	// bad ends the read at a batch that fails its checks: the good batches before it
+	// are returned without an error (the next read starts at the bad one and gets it).
+	bad := func(err error) ([]Record, []byte, int64, error) {
+		if len(dst) > 0 {
+			return dst, buf, next, nil
+		}
+		return dst, buf, next, err
+	}
 	for pos < limit && len(dst) == 0 {
 		want := min(limit-pos, int64(maxBytes)+interval+batchHeaderSize)
 		if int64(cap(buf)) < want {
@@ -819,13 +853,13 @@ func (s *segment) readFrom(offset int64, maxBytes int, dst []Record, buf []byte,
 				if indexed {
 					return dst, buf, next, fmt.Errorf("%w: segment %d position %d: %v", errIndexMismatch, s.base, pos+off, err)
 				}
-				return dst, buf, next, fmt.Errorf("position %d: %w", pos+off, err)
+				return bad(fmt.Errorf("position %d: %w", pos+off, err))
 			}
 			if indexed && h.baseOffset != expect {
 				return dst, buf, next, fmt.Errorf("%w: segment %d position %d holds offset %d, index says %d", errIndexMismatch, s.base, pos+off, h.baseOffset, expect)
 			}
 			if pos+off+h.size() > limit {
-				return dst, buf, next, fmt.Errorf("%w: batch at position %d overruns the segment", ErrCorrupt, pos+off)
+				return bad(fmt.Errorf("%w: batch at position %d overruns the segment", ErrCorrupt, pos+off))
 			}
 			var b []byte
 			if off+h.size() <= want {
@@ -839,28 +873,33 @@ func (s *segment) readFrom(offset int64, maxBytes int, dst []Record, buf []byte,
 					return dst, buf, next, err
 				}
 			}
+			checked := false
 			if indexed {
 				// The indexed batch must check out too; after it, damage is corruption.
 				if err := checkBatch(&h, b); err != nil {
 					return dst, buf, next, fmt.Errorf("%w: %v", errIndexMismatch, err)
 				}
-				indexed = false
+				indexed, checked = false, true
 			}
 			expect = h.lastOffset() + 1
 			if h.lastOffset() < offset {
 				off += h.size()
 				continue
 			}
-			if err := checkBatch(&h, b); err != nil {
-				return dst, buf, next, err
+			if !checked {
+				if err := checkBatch(&h, b); err != nil {
+					return bad(err)
+				}
 			}
 			var payload []byte
 			payload, scratch, err = batchPayload(&h, b, scratch)
 			if err != nil {
-				return dst, buf, next, err
+				return bad(err)
 			}
+			n := len(dst)
 			if dst, err = decodeRecords(&h, payload, dst, offset); err != nil {
-				return dst, buf, next, err
+				dst = dst[:n]
+				return bad(err)
 			}
 			next = h.lastOffset() + 1
 			if len(dst) > 0 {
@@ -869,7 +908,7 @@ func (s *segment) readFrom(offset int64, maxBytes int, dst []Record, buf []byte,
 			off += h.size()
 		}
 		if off == 0 {
-			return dst, buf, next, fmt.Errorf("%w: no progress at position %d", ErrCorrupt, pos)
+			return bad(fmt.Errorf("%w: no progress at position %d", ErrCorrupt, pos))
 		}
 		pos += off
 	}
