@@ -308,6 +308,6 @@ func (e *Engine) Run(ctx context.Context) error {
 			return nil
 		}
 		e.applyRules(rules.rules)
-		rules.done <- e.checkpoint(nil, nil)
+		rules.done <- e.checkpoint(nil)
 	}
 }

@@ -51,7 +51,11 @@ func (w *worker) run(ctx context.Context, out chan<- partMsg) {
 		case resume := <-w.snapReq:
 			data, err := w.p.snapshot()
 			out <- partMsg{snap: &snapReply{part: w.p.id, data: data, err: err}}
-			<-resume
+			select {
+			case <-resume:
+			case <-ctx.Done(): // the checkpoint is abandoned; the state is whole between batches
+				return
+			}
 			continue
 		default:
 		}
@@ -153,7 +157,15 @@ func (e *Engine) runGeneration(ctx context.Context) (*reloadReq, error) {
 				return nil, err
 			}
 		case <-tick.C:
-			if err := e.checkpoint(workers, msgs); err != nil {
+			if err := e.checkpoint(&barrier{workers, msgs, done}); err != nil {
+				var fe fatalError
+				if errors.As(err, &fe) {
+					stop()
+					if ctx.Err() != nil && errors.Is(fe.err, errStopped) {
+						return nil, e.checkpoint(nil)
+					}
+					return nil, fe.err
+				}
 				e.metrics.ckptErrs.Inc()
 				e.opts.Logger.Error("rollup checkpoint failed", "err", err)
 			}
@@ -167,7 +179,7 @@ func (e *Engine) runGeneration(ctx context.Context) (*reloadReq, error) {
 			if err := stop(); err != nil {
 				return nil, err
 			}
-			return nil, e.checkpoint(nil, nil)
+			return nil, e.checkpoint(nil)
 		}
 	}
 }
@@ -179,15 +191,31 @@ func (e *Engine) handleMsg(m *partMsg) error {
 	case m.seal != nil:
 		return e.coord.handle(m.seal)
 	}
-	return fmt.Errorf("BUG: unexpected partition message")
+	return nil // a snapshot for a checkpoint that was abandoned
 }
+
+// barrier is what a checkpoint of running workers needs: the workers, their message
+// channel and the channel closed when they have all exited.
+type barrier struct {
+	workers []*worker
+	msgs    chan partMsg
+	done    chan struct{}
+}
+
+// fatalError wraps an error that must end Run (a partition failed, or the workers
+// stopped under a checkpoint).
+type fatalError struct{ err error }
+
+func (f fatalError) Error() string { return f.err.Error() }
+
+var errStopped = errors.New("rollup: partitions stopped during a checkpoint")
 
 // checkpoint saves one consistent cut. With workers running it is a barrier: each
 // partition snapshots itself between batches and pauses; once every snapshot is in,
 // the coordinator has handled exactly the reports sent before them, and is snapshot
 // too; then the partitions resume and the file is written. With workers nil the
 // goroutines are stopped and the state is read directly.
-func (e *Engine) checkpoint(workers []*worker, msgs chan partMsg) error {
+func (e *Engine) checkpoint(b *barrier) error {
 	t0 := time.Now()
 	d := &checkpointData{Version: checkpointVer, Partitions: len(e.parts), Parts: make([][]byte, len(e.parts))}
 	var resume chan struct{}
@@ -196,7 +224,7 @@ func (e *Engine) checkpoint(workers []*worker, msgs chan partMsg) error {
 			close(resume)
 		}
 	}()
-	if workers == nil {
+	if b == nil {
 		for i, p := range e.parts {
 			b, err := p.snapshot()
 			if err != nil {
@@ -206,27 +234,35 @@ func (e *Engine) checkpoint(workers []*worker, msgs chan partMsg) error {
 		}
 	} else {
 		resume = make(chan struct{})
-		for _, w := range workers {
-			w.snapReq <- resume
+		for _, w := range b.workers {
+			select {
+			case w.snapReq <- resume:
+			default: // a request of an abandoned checkpoint is still pending: it serves
+			}
 			w.wake()
 		}
-		var firstErr error
-		for got := 0; got < len(workers); {
-			m := <-msgs
+		var snapErr error
+		for got := 0; got < len(b.workers); {
+			var m partMsg
+			select {
+			case m = <-b.msgs:
+			case <-b.done:
+				return fatalError{errStopped}
+			}
 			if m.snap != nil {
 				got++
 				d.Parts[m.snap.part] = m.snap.data
-				if m.snap.err != nil && firstErr == nil {
-					firstErr = m.snap.err
+				if m.snap.err != nil && snapErr == nil {
+					snapErr = m.snap.err
 				}
 				continue
 			}
-			if err := e.handleMsg(&m); err != nil && firstErr == nil {
-				firstErr = err
+			if err := e.handleMsg(&m); err != nil {
+				return fatalError{err}
 			}
 		}
-		if firstErr != nil {
-			return firstErr
+		if snapErr != nil {
+			return snapErr
 		}
 	}
 	coord, err := e.coord.snapshot()
