@@ -9,6 +9,7 @@ import (
 	_ "github.com/nats-io/nats-server/v2/server"
 	_ "github.com/nats-io/nats.go"
 	_ "github.com/nats-io/nats.go/jetstream"
+	_ "github.com/prometheus/alertmanager/config"
 	_ "github.com/prometheus/prometheus/model/labels"
 	_ "github.com/prometheus/prometheus/model/rulefmt"
 	_ "github.com/prometheus/prometheus/prompb"
@@ -19,6 +20,5 @@ import (
 	_ "github.com/prometheus/prometheus/rules"
 	_ "github.com/prometheus/prometheus/template"
 	_ "github.com/prometheus/prometheus/tsdb"
-	_ "github.com/prometheus/alertmanager/config"
 	_ "gopkg.in/yaml.v3"
 )
