@@ -7,7 +7,7 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/prometheus/alertmanager/types"
+	amalert "github.com/prometheus/alertmanager/alert"
 	"github.com/prometheus/common/model"
 
 	"github.com/vigilhq/vigil/logcore"
@@ -24,12 +24,12 @@ type alertStore struct {
 	topic logcore.Topic
 }
 
-func openAlertStore(l logcore.Log) (*alertStore, map[model.Fingerprint]*types.Alert, error) {
+func openAlertStore(l logcore.Log) (*alertStore, map[model.Fingerprint]*amalert.Alert, error) {
 	t, err := l.Topic(AlertsTopic, logcore.TopicConfig{Partitions: 1, Compacted: true, SegmentBytes: 8 << 20, TombstoneRetention: 24 * time.Hour, RetentionBytes: 1 << 50})
 	if err != nil {
 		return nil, nil, fmt.Errorf("alerting: open topic %s: %w", AlertsTopic, err)
 	}
-	alerts := map[model.Fingerprint]*types.Alert{}
+	alerts := map[model.Fingerprint]*amalert.Alert{}
 	err = replay(t, func(key, value []byte) error {
 		fp, err := model.FingerprintFromString(string(key))
 		if err != nil {
@@ -39,7 +39,7 @@ func openAlertStore(l logcore.Log) (*alertStore, map[model.Fingerprint]*types.Al
 			delete(alerts, fp)
 			return nil
 		}
-		var a types.Alert
+		var a amalert.Alert
 		if err := json.Unmarshal(value, &a); err != nil {
 			return fmt.Errorf("alert %s: %w", fp, err)
 		}
@@ -54,7 +54,7 @@ func openAlertStore(l logcore.Log) (*alertStore, map[model.Fingerprint]*types.Al
 
 // changed reports whether new differs from old in what a restart must know: its
 // existence, firing or resolved, start, annotations, generator URL.
-func changed(old, new *types.Alert) bool {
+func changed(old, new *amalert.Alert) bool {
 	if old == nil {
 		return true
 	}
@@ -66,7 +66,7 @@ func changed(old, new *types.Alert) bool {
 }
 
 // write persists the alerts (nil value: forget the fingerprint).
-func (s *alertStore) write(ctx context.Context, alerts map[model.Fingerprint]*types.Alert) error {
+func (s *alertStore) write(ctx context.Context, alerts map[model.Fingerprint]*amalert.Alert) error {
 	if len(alerts) == 0 {
 		return nil
 	}
@@ -92,7 +92,7 @@ func (s *alertStore) write(ctx context.Context, alerts map[model.Fingerprint]*ty
 // restored prepares an alert read back at start: one that was firing when last
 // received stays firing for at least a resolve_timeout, so that the rules (which
 // re-send firing alerts) can confirm it before it times out.
-func restored(a *types.Alert, now time.Time, resolveTimeout time.Duration) *types.Alert {
+func restored(a *amalert.Alert, now time.Time, resolveTimeout time.Duration) *amalert.Alert {
 	if a.EndsAt.After(a.UpdatedAt) {
 		if min := now.Add(resolveTimeout); a.EndsAt.Before(min) {
 			a.EndsAt = min

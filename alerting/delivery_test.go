@@ -83,12 +83,12 @@ func TestDeliveryAfterOutage(t *testing.T) {
 				t.Fatalf("%d events accepted during the outage", got)
 			}
 			fake.SetMode(pagerdutyfake.Accept)
-			ev, err := fake.WaitEvents(waitCtx(t, 20*time.Second), n+n/2)
+			_, err := fake.WaitEvents(waitCtx(t, 20*time.Second), n+n/2)
 			if err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(200 * time.Millisecond)
-			ev = fake.Events()
+			ev := fake.Events()
 			if len(ev) != n+n/2 {
 				for _, e := range ev {
 					t.Logf("%s %s %s", e.Received.Sub(start), e.Action, e.DedupKey)

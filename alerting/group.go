@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
+	amalert "github.com/prometheus/alertmanager/alert"
 	"github.com/prometheus/alertmanager/dispatch"
-	"github.com/prometheus/alertmanager/types"
 	"github.com/prometheus/common/model"
 )
 
@@ -36,7 +36,7 @@ type aggrGroup struct {
 
 	// mu guards alerts, destroyed and timer.
 	mu        sync.Mutex
-	alerts    map[model.Fingerprint]*types.Alert
+	alerts    map[model.Fingerprint]*amalert.Alert
 	destroyed bool
 	stopped   bool
 	timer     *time.Timer
@@ -44,7 +44,7 @@ type aggrGroup struct {
 
 // routeLocked inserts a into the aggregation groups of every route it matches.
 // p.mu must be held.
-func (p *Pipeline) routeLocked(a *types.Alert, now time.Time) {
+func (p *Pipeline) routeLocked(a *amalert.Alert, now time.Time) {
 	for _, r := range p.cfg.route.Match(a.Labels) {
 		labels := groupLabels(a, r)
 		id := groupID{route: r.Idx, fp: labels.Fingerprint()}
@@ -58,7 +58,7 @@ func (p *Pipeline) routeLocked(a *types.Alert, now time.Time) {
 			id:     id,
 			labels: labels,
 			key:    fmt.Sprintf("%s:%s", r.Key(), labels),
-			alerts: map[model.Fingerprint]*types.Alert{},
+			alerts: map[model.Fingerprint]*amalert.Alert{},
 		}
 		g.insert(a)
 		p.groups[id] = g
@@ -74,7 +74,7 @@ func (p *Pipeline) routeLocked(a *types.Alert, now time.Time) {
 
 // groupLabels picks the alert's labels named in the route's group_by (all of them
 // for group_by: ['...']).
-func groupLabels(a *types.Alert, r *dispatch.Route) model.LabelSet {
+func groupLabels(a *amalert.Alert, r *dispatch.Route) model.LabelSet {
 	ls := model.LabelSet{}
 	for ln, lv := range a.Labels {
 		if _, ok := r.RouteOpts.GroupBy[ln]; ok || r.RouteOpts.GroupByAll {
@@ -85,7 +85,7 @@ func groupLabels(a *types.Alert, r *dispatch.Route) model.LabelSet {
 }
 
 // insert adds or replaces the alert; false if the group was destroyed meanwhile.
-func (g *aggrGroup) insert(a *types.Alert) bool {
+func (g *aggrGroup) insert(a *amalert.Alert) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.destroyed || g.stopped {
@@ -129,8 +129,8 @@ func (g *aggrGroup) flush(now time.Time) {
 		g.mu.Unlock()
 		return
 	}
-	snapshot := make(types.AlertSlice, 0, len(g.alerts))
-	var resolved []*types.Alert
+	snapshot := make(amalert.AlertSlice, 0, len(g.alerts))
+	var resolved []*amalert.Alert
 	for _, a := range g.alerts {
 		c := *a
 		if c.ResolvedAt(now) {

@@ -136,12 +136,12 @@ func TestGroupingTable(t *testing.T) {
 				alert(now, time.Time{}, "alertname=A", "instance=2", "job=x"),
 				alert(now, time.Time{}, "alertname=B", "instance=1", "job=y"),
 				alert(now, now, "alertname=C", "instance=1", "job=y"))
-			ms, err := sink.wait(waitCtx(t, 10*time.Second), len(want))
+			_, err := sink.wait(waitCtx(t, 10*time.Second), len(want))
 			if err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(300 * time.Millisecond)
-			ms = sink.messages()
+			ms := sink.messages()
 			var got []string
 			for _, m := range ms {
 				got = append(got, summary(m))
@@ -185,12 +185,12 @@ func TestTimeIntervals(t *testing.T) {
 			doc := hookConfig(sink.srv.URL, "  group_wait: 0s\n  group_by: [alertname]\n  routes:\n    - matchers: [alertname=\"A\"]\n"+route, "") + intervals
 			p, _ := newTestPipeline(t, doc, nil)
 			send(t, p, alert(time.Now(), time.Time{}, "alertname=A"), alert(time.Now(), time.Time{}, "alertname=Control"))
-			ms, err := sink.wait(waitCtx(t, 10*time.Second), 1)
+			_, err := sink.wait(waitCtx(t, 10*time.Second), 1)
 			if err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(300 * time.Millisecond)
-			ms = sink.messages()
+			ms := sink.messages()
 			sentA := false
 			for _, m := range ms {
 				if m.GroupLabels["alertname"] == "A" {

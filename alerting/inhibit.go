@@ -3,9 +3,9 @@ package alerting
 import (
 	"time"
 
+	amalert "github.com/prometheus/alertmanager/alert"
 	amcommoncfg "github.com/prometheus/alertmanager/config/common"
 	amlabels "github.com/prometheus/alertmanager/pkg/labels"
-	"github.com/prometheus/alertmanager/types"
 	"github.com/prometheus/common/model"
 )
 
@@ -46,7 +46,7 @@ func newInhibitRule(cr amcommoncfg.InhibitRule) *inhibitRule {
 // (firing or not; resolved ones are ignored as sources). An alert matching both
 // sides of a rule is not inhibited by alerts that also match both sides, exactly as
 // in Alertmanager, so that such alerts do not mute each other.
-func inhibited(rules []*inhibitRule, lset model.LabelSet, all map[model.Fingerprint]*types.Alert, now time.Time) bool {
+func inhibited(rules []*inhibitRule, lset model.LabelSet, all map[model.Fingerprint]*amalert.Alert, now time.Time) bool {
 	for _, r := range rules {
 		if !r.target.Matches(lset) {
 			continue

@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"time"
 
+	amalert "github.com/prometheus/alertmanager/alert"
 	"github.com/prometheus/alertmanager/notify"
 	"github.com/prometheus/alertmanager/template"
-	"github.com/prometheus/alertmanager/types"
 	"github.com/prometheus/common/model"
 )
 
@@ -17,7 +17,7 @@ import (
 // notification, new alerts, new resolved alerts, all resolved, repeat_interval),
 // and finally the durable outbox write. It returns only once every notification it
 // decided on is durable in the outbox together with its notification-log entry.
-func (p *Pipeline) notify(g *aggrGroup, alerts types.AlertSlice, now time.Time) error {
+func (p *Pipeline) notify(g *aggrGroup, alerts amalert.AlertSlice, now time.Time) error {
 	cfg := g.cfg
 	opts := &g.route.RouteOpts
 
@@ -71,7 +71,7 @@ func (p *Pipeline) notify(g *aggrGroup, alerts types.AlertSlice, now time.Time) 
 
 	firing, resolved := map[uint64]struct{}{}, map[uint64]struct{}{}
 	var firingList, resolvedList []uint64
-	var firingAlerts []*types.Alert
+	var firingAlerts []*amalert.Alert
 	for _, a := range alerts {
 		h := uint64(a.Fingerprint())
 		if a.Resolved() {
@@ -92,7 +92,7 @@ func (p *Pipeline) notify(g *aggrGroup, alerts types.AlertSlice, now time.Time) 
 			continue
 		}
 		log := &nflogEntry{Firing: firingList, Resolved: resolvedList, Timestamp: now}
-		sent := []*types.Alert(alerts)
+		sent := []*amalert.Alert(alerts)
 		if !in.sendResolved() {
 			if len(firingAlerts) == 0 {
 				// Only resolved alerts and the integration does not send resolved:
@@ -171,7 +171,7 @@ func isSubset(set []uint64, subset map[uint64]struct{}) bool {
 
 // routeLabels renders the route's labels (templates) against the alerts, as
 // Alertmanager's dispatcher does before each notification.
-func (p *Pipeline) routeLabels(g *aggrGroup, alerts []*types.Alert) model.LabelSet {
+func (p *Pipeline) routeLabels(g *aggrGroup, alerts []*amalert.Alert) model.LabelSet {
 	opts := &g.route.RouteOpts
 	if len(opts.Labels) == 0 {
 		return model.LabelSet{}
@@ -188,7 +188,7 @@ func (p *Pipeline) routeLabels(g *aggrGroup, alerts []*types.Alert) model.LabelS
 }
 
 // render builds the notification of one integration.
-func (p *Pipeline) render(in *integration, g *aggrGroup, reason string, data *template.Data, alerts []*types.Alert) (*notification, error) {
+func (p *Pipeline) render(in *integration, g *aggrGroup, reason string, data *template.Data, alerts []*amalert.Alert) (*notification, error) {
 	if in.kind == "pagerduty" {
 		return p.renderPagerDuty(in, g.cfg, g.key, data, alerts)
 	}

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/PagerDuty/go-pagerduty"
+	amalert "github.com/prometheus/alertmanager/alert"
 	"github.com/prometheus/alertmanager/notify"
 	"github.com/prometheus/alertmanager/template"
-	"github.com/prometheus/alertmanager/types"
 	"github.com/prometheus/common/model"
 )
 
@@ -31,13 +31,13 @@ const (
 // and annotations in custom_details, a timestamp, and links back to the rule in
 // Vigil and to Grafana. The routing key is left out (it is read at send time) unless
 // it is a template, which can only be rendered here.
-func (p *Pipeline) renderPagerDuty(in *integration, cfg *Config, groupKey string, data *template.Data, alerts []*types.Alert) (*notification, error) {
+func (p *Pipeline) renderPagerDuty(in *integration, cfg *Config, groupKey string, data *template.Data, alerts []*amalert.Alert) (*notification, error) {
 	c := in.pd
 	var tmplErr error
 	tmpl := notify.TmplText(cfg.tmpl, data, &tmplErr)
 
 	action := "trigger"
-	if types.Alerts(alerts...).Status() == model.AlertResolved {
+	if amalert.Alerts(alerts...).Status() == model.AlertResolved {
 		action = "resolve"
 	}
 	dedup := notify.Key(groupKey).Hash()

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"github.com/prometheus/alertmanager/types"
+	amalert "github.com/prometheus/alertmanager/alert"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -125,7 +125,7 @@ type Pipeline struct {
 	// mu guards cfg, alerts and groups. Lock order: mu, then a group's mu.
 	mu     sync.Mutex
 	cfg    *Config
-	alerts map[model.Fingerprint]*types.Alert
+	alerts map[model.Fingerprint]*amalert.Alert
 	groups map[groupID]*aggrGroup
 	closed bool
 }
@@ -153,7 +153,7 @@ func New(opts Options) (*Pipeline, error) {
 		log:     opts.Logger,
 		metrics: newPipelineMetrics(opts.Metrics),
 		cfg:     opts.Config,
-		alerts:  map[model.Fingerprint]*types.Alert{},
+		alerts:  map[model.Fingerprint]*amalert.Alert{},
 		groups:  map[groupID]*aggrGroup{},
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -166,7 +166,7 @@ func New(opts Options) (*Pipeline, error) {
 		return nil, err
 	}
 	p.outbox.reconfigure(p.cfg)
-	var known map[model.Fingerprint]*types.Alert
+	var known map[model.Fingerprint]*amalert.Alert
 	if p.store, known, err = openAlertStore(opts.Log); err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ func (p *Pipeline) Send(ctx context.Context, as []Alert) error {
 		return errors.New("alerting: pipeline is closed")
 	}
 	var errs []error
-	persist := map[model.Fingerprint]*types.Alert{}
+	persist := map[model.Fingerprint]*amalert.Alert{}
 	for i := range as {
 		a, err := p.toAMAlert(&as[i], now)
 		if err != nil {
@@ -251,8 +251,8 @@ func (p *Pipeline) Send(ctx context.Context, as []Alert) error {
 // does on POST /api/v2/alerts: empty labels dropped, StartsAt defaulted, a zero
 // EndsAt replaced by ValidUntil (what Prometheus sends as EndsAt of a firing alert)
 // or else by now + resolve_timeout with Timeout set.
-func (p *Pipeline) toAMAlert(in *Alert, now time.Time) (*types.Alert, error) {
-	a := &types.Alert{UpdatedAt: now}
+func (p *Pipeline) toAMAlert(in *Alert, now time.Time) (*amalert.Alert, error) {
+	a := &amalert.Alert{UpdatedAt: now}
 	a.Labels = make(model.LabelSet, in.Labels.Len())
 	in.Labels.Range(func(l labels.Label) {
 		if l.Value != "" {
@@ -348,13 +348,6 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	}
 }
 
-// config returns the configuration in force.
-func (p *Pipeline) config() *Config {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cfg
-}
-
 // maintenance garbage-collects alerts resolved and no longer in any group, expired
 // silences past their retention, and old notification-log entries.
 func (p *Pipeline) maintenance() {
@@ -389,7 +382,7 @@ func (p *Pipeline) gcAlerts(now time.Time) {
 		}
 		g.mu.Unlock()
 	}
-	forget := map[model.Fingerprint]*types.Alert{}
+	forget := map[model.Fingerprint]*amalert.Alert{}
 	for fp, a := range p.alerts {
 		if a.ResolvedAt(now.Add(-p.cfg.resolveTimeout)) && !held[fp] {
 			delete(p.alerts, fp)
@@ -403,10 +396,10 @@ func (p *Pipeline) gcAlerts(now time.Time) {
 }
 
 // snapshotAlerts returns the known alerts for inhibition.
-func (p *Pipeline) snapshotAlerts() map[model.Fingerprint]*types.Alert {
+func (p *Pipeline) snapshotAlerts() map[model.Fingerprint]*amalert.Alert {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	m := make(map[model.Fingerprint]*types.Alert, len(p.alerts))
+	m := make(map[model.Fingerprint]*amalert.Alert, len(p.alerts))
 	for fp, a := range p.alerts {
 		m[fp] = a
 	}

@@ -237,6 +237,3 @@ func (b *breaker) failure(now time.Time) {
 	}
 	b.mu.Unlock()
 }
-
-// open reports whether the breaker is open now.
-func (b *breaker) open(now time.Time) bool { return b.wait(now) > 0 }

@@ -122,7 +122,7 @@ func compileMatchers(in []SilenceMatcher) (amlabels.Matchers, error) {
 		if m.Name == "" {
 			return nil, invalid("matcher with an empty label name")
 		}
-		if !model.LabelName(m.Name).IsValid() {
+		if !model.UTF8Validation.IsValidLabelName(m.Name) {
 			return nil, invalid("invalid label name %q", m.Name)
 		}
 		eq := m.IsEqual == nil || *m.IsEqual

@@ -11,17 +11,17 @@ import (
 	"os"
 	"strings"
 
+	amalert "github.com/prometheus/alertmanager/alert"
 	"github.com/prometheus/alertmanager/notify"
 	"github.com/prometheus/alertmanager/notify/webhook"
 	"github.com/prometheus/alertmanager/template"
-	"github.com/prometheus/alertmanager/types"
 	"github.com/prometheus/common/model"
 )
 
 // renderWebhook builds Alertmanager's webhook message (version 4) for the group,
 // truncated to max_alerts. The URL is read at send time (it is a secret) unless it
 // is a template.
-func (p *Pipeline) renderWebhook(in *integration, cfg *Config, groupKey string, reason string, data *template.Data, alerts []*types.Alert, g *aggrGroup) (*notification, error) {
+func (p *Pipeline) renderWebhook(in *integration, cfg *Config, groupKey string, reason string, data *template.Data, alerts []*amalert.Alert, g *aggrGroup) (*notification, error) {
 	c := in.wh
 	var truncated uint64
 	if c.MaxAlerts != 0 && uint64(len(alerts)) > c.MaxAlerts {
@@ -36,7 +36,7 @@ func (p *Pipeline) renderWebhook(in *integration, cfg *Config, groupKey string, 
 		return nil, fmt.Errorf("encode webhook message: %w", err)
 	}
 	action := "firing"
-	if types.Alerts(alerts...).Status() == model.AlertResolved {
+	if amalert.Alerts(alerts...).Status() == model.AlertResolved {
 		action = "resolved"
 	}
 	n := &notification{Kind: "webhook", Action: action, DedupKey: notify.Key(groupKey).Hash(), Body: body}

@@ -207,9 +207,9 @@ func TestServeAlertingKill9(t *testing.T) {
 	fake.SetMode(pagerdutyfake.Accept)
 
 	startVigil(t, dataDir, "--config", cfg)
-	ev := waitEvents(t, fake, 1)
+	waitEvents(t, fake, 1)
 	time.Sleep(time.Second)
-	if ev = fake.Events(); len(ev) != 1 || ev[0].Action != "trigger" {
+	if ev := fake.Events(); len(ev) != 1 || ev[0].Action != "trigger" {
 		t.Fatalf("events after restart %+v, want one trigger", ev)
 	}
 	if inc := fake.Incidents(); len(inc) != 1 {
