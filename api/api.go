@@ -350,7 +350,7 @@ func (a *API) labelNames(r *http.Request) (any, annotations.Annotations, error) 
 		names = names[:limit]
 		warnings = warnings.Add(errors.New("results truncated due to limit"))
 	}
-	return slices.Clone(names), warnings, nil
+	return cloneStrings(names), warnings, nil
 }
 
 func (a *API) labelValues(r *http.Request) (any, annotations.Annotations, error) {
@@ -410,14 +410,13 @@ func (a *API) labelValues(r *http.Request) (any, annotations.Annotations, error)
 		if vals == nil {
 			vals = []string{}
 		}
-		vals = slices.Clone(vals) // the querier's memory is freed on Close
 	}
 	slices.Sort(vals)
 	if limit > 0 && len(vals) > limit {
 		vals = vals[:limit]
 		warnings = warnings.Add(errors.New("results truncated due to limit"))
 	}
-	return vals, warnings, nil
+	return cloneStrings(vals), warnings, nil
 }
 
 func (a *API) metadata(r *http.Request) (any, annotations.Annotations, error) {
@@ -544,6 +543,16 @@ func parseLimit(s string) (int, error) {
 		return 0, errors.New("limit must be non-negative")
 	}
 	return n, nil
+}
+
+// cloneStrings deep-copies ss: label names and values may point into block files
+// that the querier stops protecting when it is closed, before the answer is written.
+func cloneStrings(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.Clone(s)
+	}
+	return out
 }
 
 // hintLimit asks the storage for one more than limit, so truncation can be reported.
