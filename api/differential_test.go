@@ -77,6 +77,9 @@ var diffQueries = []string{
 	`histogram_quantile(0.9, temperature)`,
 	`sum(rpc_latency_seconds) + sum(http_requests_total)`,
 	`sparse`,
+	`flappy`,
+	`count_over_time(flappy[10m])`,
+	`absent(flappy)`,
 }
 
 // Queries that fail, with the error type and message both must agree on.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/vigilhq/vigil/api"
@@ -347,6 +348,16 @@ func testData(base int64) []prompb.TimeSeries {
 		})
 	}
 	add([]string{"__name__", "sparse", "job", "api"}, func(i int) (float64, bool) { return float64(i), i < 80 })
+	// A target that goes away (Prometheus sends a staleness marker) and comes back.
+	add([]string{"__name__", "flappy", "job", "web"}, func(i int) (float64, bool) {
+		switch {
+		case i == 100:
+			return math.Float64frombits(value.StaleNaN), true
+		case i > 100 && i < 150:
+			return 0, false
+		}
+		return float64(i % 7), true
+	})
 	add([]string{"__name__", "odd_labels", "path", `/a<b>&"c"`, "greeting", "héllo wörld", "empty_ok", "x"}, func(i int) (float64, bool) { return 1, true })
 	return out
 }
