@@ -24,13 +24,13 @@ type alertStore struct {
 	topic logcore.Topic
 }
 
-func openAlertStore(l logcore.Log) (*alertStore, map[model.Fingerprint]*amalert.Alert, error) {
+func openAlertStore(l logcore.Log) (*alertStore, map[model.Fingerprint]*amalert.Alert, []error, error) {
 	t, err := l.Topic(AlertsTopic, logcore.TopicConfig{Partitions: 1, Compacted: true, SegmentBytes: 8 << 20, TombstoneRetention: 24 * time.Hour, RetentionBytes: 1 << 50})
 	if err != nil {
-		return nil, nil, fmt.Errorf("alerting: open topic %s: %w", AlertsTopic, err)
+		return nil, nil, nil, fmt.Errorf("alerting: open topic %s: %w", AlertsTopic, err)
 	}
 	alerts := map[model.Fingerprint]*amalert.Alert{}
-	err = replay(t, func(key, value []byte) error {
+	skipped, err := replay(t, func(key, value []byte) error {
 		fp, err := model.FingerprintFromString(string(key))
 		if err != nil {
 			return fmt.Errorf("alert key %q: %w", key, err)
@@ -47,9 +47,9 @@ func openAlertStore(l logcore.Log) (*alertStore, map[model.Fingerprint]*amalert.
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("alerting: replay %s: %w", AlertsTopic, err)
+		return nil, nil, nil, fmt.Errorf("alerting: replay %s: %w", AlertsTopic, err)
 	}
-	return &alertStore{topic: t}, alerts, nil
+	return &alertStore{topic: t}, alerts, skipped, nil
 }
 
 // changed reports whether new differs from old in what a restart must know: its

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/vigilhq/vigil/logcore"
 )
 
 // TestResolveTimeout: a firing alert not sent again resolves after
@@ -125,5 +127,36 @@ func TestRestartRestoresGroups(t *testing.T) {
 	}
 	if s := summary(ms[1]); s != "firing: G/1 G/2" {
 		t.Errorf("after restart: %q, want both alerts", s)
+	}
+}
+
+// TestUndecodableRecordsSkipped: a record of the pipeline's topics that does not
+// decode is reported and skipped; the pipeline starts and the good records count.
+func TestUndecodableRecordsSkipped(t *testing.T) {
+	dir := t.TempDir()
+	l := openTestLog(t, dir)
+	for _, name := range []string{OutboxTopic, SilencesTopic, AlertsTopic} {
+		tp, err := l.Topic(name, logcore.TopicConfig{Partitions: 1, Compacted: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := "o\x00x/webhook/0\x00k\x000000000000000001"
+		if name == AlertsTopic {
+			key = "zz-not-a-fingerprint"
+		}
+		if _, err := tp.Append(t.Context(), 0, []logcore.Record{{Key: []byte(key), Value: []byte("{not json")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := newWebhookSink(t)
+	p, err := New(Options{Config: mustConfig(t, hookConfig(sink.srv.URL, "  group_wait: 0s", "")), Log: l})
+	if err != nil {
+		t.Fatalf("New with undecodable records: %v", err)
+	}
+	defer l.Close()
+	defer p.Close(t.Context())
+	send(t, p, alert(time.Now(), time.Time{}, "alertname=AfterBadRecords"))
+	if _, err := sink.wait(waitCtx(t, 10*time.Second), 1); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -94,7 +94,7 @@ func openOutbox(p *Pipeline) (*outbox, error) {
 	}
 	o := &outbox{p: p, topic: t, nflog: map[string]*nflogEntry{}, senders: map[string]*sender{}}
 	pending := map[string]*notification{}
-	err = replay(t, func(key, value []byte) error {
+	skipped, err := replay(t, func(key, value []byte) error {
 		k := string(key)
 
 		switch {
@@ -129,6 +129,7 @@ func openOutbox(p *Pipeline) (*outbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("alerting: replay %s: %w", OutboxTopic, err)
 	}
+	reportSkipped(p, OutboxTopic, skipped)
 	list := make([]*notification, 0, len(pending))
 	for _, n := range pending {
 		list = append(list, n)
@@ -140,14 +141,16 @@ func openOutbox(p *Pipeline) (*outbox, error) {
 	return o, nil
 }
 
-// replay reads partition 0 of t from its start to its current end.
-func replay(t logcore.Topic, fn func(key, value []byte) error) error {
+// replay reads partition 0 of t from its start to its current end. A record fn
+// cannot decode is skipped (its error is returned in skipped) so that one bad
+// record never keeps the pipeline from starting; err is a read error.
+func replay(t logcore.Topic, fn func(key, value []byte) error) (skipped []error, err error) {
 	st := t.Stats(0)
 	var dst []logcore.Record
 	for off := st.StartOffset; off < st.EndOffset; {
 		recs, err := t.Read(0, off, 1<<20, dst[:0])
 		if err != nil {
-			return fmt.Errorf("read offset %d: %w", off, err)
+			return skipped, fmt.Errorf("read offset %d: %w", off, err)
 		}
 		if len(recs) == 0 {
 			break
@@ -157,13 +160,24 @@ func replay(t logcore.Topic, fn func(key, value []byte) error) error {
 				continue
 			}
 			if err := fn(r.Key, r.Value); err != nil {
-				return err
+				skipped = append(skipped, fmt.Errorf("offset %d: %w", r.Offset, err))
 			}
 			off = r.Offset + 1
 		}
 		dst = recs
 	}
-	return nil
+	return skipped, nil
+}
+
+// reportSkipped logs records replay could not decode.
+func reportSkipped(p *Pipeline, topic string, skipped []error) {
+	for i, err := range skipped {
+		if i == 10 {
+			p.log.Error("more undecodable records skipped", "topic", topic, "count", len(skipped)-i)
+			break
+		}
+		p.log.Error("undecodable record skipped", "topic", topic, "err", err)
+	}
 }
 
 // nflogEntry returns the last notification logged for the group and integration.

@@ -159,17 +159,21 @@ func New(opts Options) (*Pipeline, error) {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.hardCtx, p.hardCancel = context.WithCancel(context.Background())
 	var err error
-	if p.silences, err = openSilences(opts.Log, opts.SilenceRetention); err != nil {
+	var skipped []error
+	if p.silences, skipped, err = openSilences(opts.Log, opts.SilenceRetention); err != nil {
 		return nil, err
 	}
+	reportSkipped(p, SilencesTopic, skipped)
+	var known map[model.Fingerprint]*amalert.Alert
+	if p.store, known, skipped, err = openAlertStore(opts.Log); err != nil {
+		return nil, err
+	}
+	reportSkipped(p, AlertsTopic, skipped)
+	// Last: the outbox starts the senders of what is pending.
 	if p.outbox, err = openOutbox(p); err != nil {
 		return nil, err
 	}
 	p.outbox.reconfigure(p.cfg)
-	var known map[model.Fingerprint]*amalert.Alert
-	if p.store, known, err = openAlertStore(opts.Log); err != nil {
-		return nil, err
-	}
 	now := time.Now()
 	p.mu.Lock()
 	for fp, a := range known {

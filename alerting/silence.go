@@ -84,13 +84,13 @@ type silenceEntry struct {
 	matchers amlabels.Matchers
 }
 
-func openSilences(l logcore.Log, retention time.Duration) (*Silences, error) {
+func openSilences(l logcore.Log, retention time.Duration) (*Silences, []error, error) {
 	t, err := l.Topic(SilencesTopic, logcore.TopicConfig{Partitions: 1, Compacted: true, SegmentBytes: 4 << 20, TombstoneRetention: 24 * time.Hour, RetentionBytes: 1 << 50})
 	if err != nil {
-		return nil, fmt.Errorf("alerting: open topic %s: %w", SilencesTopic, err)
+		return nil, nil, fmt.Errorf("alerting: open topic %s: %w", SilencesTopic, err)
 	}
 	s := &Silences{topic: t, retention: retention, all: map[string]*silenceEntry{}}
-	err = replay(t, func(key, value []byte) error {
+	skipped, err := replay(t, func(key, value []byte) error {
 		if len(value) == 0 {
 			delete(s.all, string(key))
 			return nil
@@ -107,9 +107,9 @@ func openSilences(l logcore.Log, retention time.Duration) (*Silences, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("alerting: replay %s: %w", SilencesTopic, err)
+		return nil, nil, fmt.Errorf("alerting: replay %s: %w", SilencesTopic, err)
 	}
-	return s, nil
+	return s, skipped, nil
 }
 
 func compileMatchers(in []SilenceMatcher) (amlabels.Matchers, error) {

@@ -28,7 +28,7 @@ func apiCall(t *testing.T, srv *httptest.Server, method, path, body string) (int
 func TestSilencesAPI(t *testing.T) {
 	dir := t.TempDir()
 	l := openTestLog(t, dir)
-	s, err := openSilences(l, time.Hour)
+	s, _, err := openSilences(l, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestSilencesAPI(t *testing.T) {
 	l.Close()
 	l = openTestLog(t, dir)
 	defer l.Close()
-	s2, err := openSilences(l, time.Hour)
+	s2, _, err := openSilences(l, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestSilencesAPI(t *testing.T) {
 func TestSilenceUpdate(t *testing.T) {
 	l := openTestLog(t, t.TempDir())
 	defer l.Close()
-	s, err := openSilences(l, time.Hour)
+	s, _, err := openSilences(l, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func FuzzSilencePost(f *testing.F) {
 	f.Add([]byte(`[]`))
 	l := openTestLog(f, f.TempDir())
 	defer l.Close()
-	s, err := openSilences(l, time.Hour)
+	s, _, err := openSilences(l, time.Hour)
 	if err != nil {
 		f.Fatal(err)
 	}
