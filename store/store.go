@@ -15,6 +15,8 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/prometheus/common/model"
 	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -232,6 +234,58 @@ func overlaps(db *tsdb.DB, mint, maxt int64) bool {
 // on Commit and durable then too (that TSDB has its own WAL, since they are not in the
 // log).
 func (s *Store) Appendable() storage.Appendable { return s.derived }
+
+// NotifyingAppendable is Appendable whose appenders, after a successful Commit, call
+// the arrival hook with the distinct metric names they wrote, as the materializer does
+// for logged samples. Rollup outputs use it so that rules over rollup series evaluate
+// on arrival; writers whose outputs must not wake rules use Appendable.
+func (s *Store) NotifyingAppendable() storage.Appendable { return notifyingAppendable{s} }
+
+type notifyingAppendable struct{ s *Store }
+
+func (n notifyingAppendable) Appender(ctx context.Context) storage.Appender {
+	return &notifyingAppender{Appender: n.s.derived.Appender(ctx), s: n.s, seen: map[string]struct{}{}}
+}
+
+// notifyingAppender remembers the metric names of the series appended through it.
+type notifyingAppender struct {
+	storage.Appender
+	s     *Store
+	seen  map[string]struct{}
+	names []string
+}
+
+func (a *notifyingAppender) note(l labels.Labels) {
+	name := l.Get(labels.MetricName)
+	if _, ok := a.seen[name]; !ok && name != "" {
+		a.seen[name] = struct{}{}
+		a.names = append(a.names, name)
+	}
+}
+
+func (a *notifyingAppender) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
+	r, err := a.Appender.Append(ref, l, t, v)
+	if err == nil {
+		a.note(l)
+	}
+	return r, err
+}
+
+func (a *notifyingAppender) AppendHistogram(ref storage.SeriesRef, l labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	r, err := a.Appender.AppendHistogram(ref, l, t, h, fh)
+	if err == nil {
+		a.note(l)
+	}
+	return r, err
+}
+
+func (a *notifyingAppender) Commit() error {
+	if err := a.Appender.Commit(); err != nil {
+		return err
+	}
+	a.s.arrived(a.names)
+	return nil
+}
 
 // Engine is the PromQL engine configured from the store's options (timeout, max samples,
 // concurrency, lookback). Query it with Queryable().

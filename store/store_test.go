@@ -388,3 +388,28 @@ func TestReconfigureOutOfOrderWindow(t *testing.T) {
 		t.Fatal("negative window accepted")
 	}
 }
+
+func TestNotifyingAppendableCallsTheHook(t *testing.T) {
+	e := newEnv(t, 1, Options{})
+	var got []string
+	e.store.SetArrivalHook(func(names []string) { got = append(got, names...) })
+	ts := time.Now().UnixMilli()
+	app := e.store.NotifyingAppendable().Appender(context.Background())
+	for _, l := range []labels.Labels{labels.FromStrings("__name__", "r:5s", "a", "1"), labels.FromStrings("__name__", "r:5s", "a", "2"), labels.FromStrings("__name__", "q:5s")} {
+		if _, err := app.Append(0, l, ts, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 0 {
+		t.Fatalf("hook called before Commit: %v", got)
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[r:5s q:5s]" {
+		t.Fatalf("hook got %v, want [r:5s q:5s]", got)
+	}
+	if v := e.instant(`count({__name__=~".:5s"})`, ts); len(v) != 1 || v[0].F != 3 {
+		t.Fatalf("count = %v, want 3", v)
+	}
+}
