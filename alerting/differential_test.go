@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/alertmanager/notify/webhook"
+
+	"github.com/vigilhq/vigil/alerting/pagerdutyfake"
 )
 
 // alertmanagerBinary returns the Debian prometheus-alertmanager, skipping the test
@@ -271,4 +273,75 @@ func flatten(m map[string][]string) []string {
 		out = append(out, v...)
 	}
 	return out
+}
+
+// TestDifferentialPagerDuty: the real Alertmanager and the pipeline, with the same
+// pagerduty_configs, send the same events to the fake PagerDuty: same dedup_key
+// (so incidents carry over when moving from Alertmanager to Vigil), same actions,
+// summary, severity and Alertmanager's default custom details.
+func TestDifferentialPagerDuty(t *testing.T) {
+	amFake, vFake := pagerdutyfake.New(), pagerdutyfake.New()
+	defer amFake.Close()
+	defer vFake.Close()
+	cfg := func(url string) string {
+		return fmt.Sprintf(`
+route:
+  receiver: oncall
+  group_by: [alertname, service]
+  group_wait: 0s
+  group_interval: 1s
+receivers:
+  - name: oncall
+    pagerduty_configs:
+      - routing_key: %s
+        url: %s
+        severity: '{{ .CommonLabels.severity }}'
+        class: '{{ .CommonLabels.class }}'
+`, testRoutingKey, url)
+	}
+	amURL := startAlertmanager(t, cfg(amFake.EnqueueURL()))
+	p, _ := newTestPipeline(t, cfg(vFake.EnqueueURL()), nil)
+	start := time.Now().Add(-time.Minute)
+	post := func(a Alert) {
+		postJSON(t, amURL+"/api/v2/alerts", []amAlert{toAMAlert(a)})
+		send(t, p, a)
+	}
+	post(alert(start, time.Time{}, "alertname=Disk", "service=db", "severity=warning", "class=disk"))
+	amEv, err := amFake.WaitEvents(waitCtx(t, 20*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vEv, err := vFake.WaitEvents(waitCtx(t, 20*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	post(alert(start, time.Now(), "alertname=Disk", "service=db", "severity=warning", "class=disk"))
+	if amEv, err = amFake.WaitEvents(waitCtx(t, 20*time.Second), 2); err != nil {
+		t.Fatal(err)
+	}
+	if vEv, err = vFake.WaitEvents(waitCtx(t, 20*time.Second), 2); err != nil {
+		t.Fatal(err)
+	}
+	for i := range amEv {
+		a, v := amEv[i], vEv[i]
+		if a.Action != v.Action || a.DedupKey != v.DedupKey {
+			t.Errorf("event %d: alertmanager %s %s, vigil %s %s", i, a.Action, a.DedupKey, v.Action, v.DedupKey)
+		}
+		if a.Action == "trigger" {
+			if a.Payload.Summary != v.Payload.Summary || a.Payload.Severity != v.Payload.Severity || a.Payload.Class != v.Payload.Class {
+				t.Errorf("payload: alertmanager %+v\nvigil %+v", a.Payload, v.Payload)
+			}
+			for k := range a.Payload.CustomDetails {
+				if _, ok := v.Payload.CustomDetails[k]; !ok {
+					t.Errorf("custom_details lacks Alertmanager's %q", k)
+				}
+			}
+		}
+	}
+	for _, r := range vFake.Requests() {
+		if r.Status != 202 {
+			t.Errorf("vigil request answered %d: %v", r.Status, r.Errors)
+		}
+	}
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/alertmanager/notify/webhook"
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/vigilhq/vigil/alerting/pagerdutyfake"
 	"github.com/vigilhq/vigil/logcore"
 )
 
@@ -150,7 +149,5 @@ func (s *webhookSink) wait(ctx context.Context, n int) ([]webhook.Message, error
 		}
 	}
 }
-
-var _ = pagerdutyfake.New
 
 func labelsFrom(kv ...string) labels.Labels { return labels.FromStrings(kv...) }
