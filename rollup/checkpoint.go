@@ -85,7 +85,7 @@ func (p *partition) snapshot() ([]byte, error) {
 			ws := windowSnap{Start: w.start}
 			for _, g := range w.touched {
 				ws.Keys = append(ws.Keys, rs.groups[g].key)
-				ws.Accs = append(ws.Accs, w.accs[g])
+				ws.Accs = append(ws.Accs, *w.acc(g))
 			}
 			ss.Windows = append(ss.Windows, ws)
 		}
@@ -123,10 +123,7 @@ func (p *partition) restore(b []byte) error {
 			w := rs.newWindow(ws.Start)
 			for i, k := range ws.Keys {
 				g := rs.groupID([]byte(k))
-				if int(g) >= len(w.accs) {
-					w.accs = append(w.accs, make([]acc, len(rs.groups)-len(w.accs))...)
-				}
-				w.accs[g] = ws.Accs[i]
+				*w.acc(g) = ws.Accs[i]
 				w.touched = append(w.touched, g)
 			}
 			rs.windows = append(rs.windows, w)

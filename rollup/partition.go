@@ -16,7 +16,7 @@ import (
 type partition struct {
 	id     int
 	rules  []*ruleShard
-	series map[uint64]*seriesEntry
+	series map[uint64]seriesEntry
 	// offset is the next input offset to process; maxT the newest sample timestamp
 	// seen (noWatermark before the first).
 	offset int64
@@ -32,10 +32,21 @@ type partition struct {
 	metrics *engineMetrics
 }
 
-// seriesEntry caches which groups of which rules a series feeds.
+// seriesEntry caches which groups of which rules a series feeds: the first match
+// inline (most series feed one rollup), the others in more. Stored by value.
 type seriesEntry struct {
-	lastT   int64
-	matches []seriesMatch
+	lastT int64
+	n     int32 // number of matches
+	first seriesMatch
+	more  []seriesMatch
+}
+
+// match returns the i-th match.
+func (e *seriesEntry) match(i int) seriesMatch {
+	if i == 0 {
+		return e.first
+	}
+	return e.more[i-1]
 }
 
 type seriesMatch struct {
@@ -57,22 +68,45 @@ type ruleShard struct {
 	carries      map[uint64]carry
 }
 
+// groupInfo is one interned group; an empty key marks a free id.
 type groupInfo struct {
 	key   string
 	lastT int64
-	live  bool
 }
 
 // window is one open window of one rule in one partition: accumulators indexed by
-// group id, and the ids that have samples in the window, in first-arrival order.
+// group id (in pages of accPage, so growth wastes at most one page), and the ids that
+// have samples in the window, in first-arrival order.
 type window struct {
 	start   int64
-	accs    []acc
+	pages   [][]acc
 	touched []int32
 }
 
+const accPageBits = 10
+
+// acc returns group g's accumulator, allocating its page if needed.
+func (w *window) acc(g int32) *acc {
+	pi := int(g) >> accPageBits
+	for pi >= len(w.pages) {
+		w.pages = append(w.pages, nil)
+	}
+	pg := w.pages[pi]
+	if pg == nil {
+		pg = make([]acc, 1<<accPageBits)
+		w.pages[pi] = pg
+	}
+	return &pg[int(g)&(1<<accPageBits-1)]
+}
+
+// has reports whether group g has samples in the window.
+func (w *window) has(g int32) bool {
+	pi := int(g) >> accPageBits
+	return pi < len(w.pages) && w.pages[pi] != nil && w.pages[pi][int(g)&(1<<accPageBits-1)].Count > 0
+}
+
 func newPartition(id int, rules []*rule, m *engineMetrics) *partition {
-	p := &partition{id: id, series: map[uint64]*seriesEntry{}, maxT: noWatermark, metrics: m,
+	p := &partition{id: id, series: map[uint64]seriesEntry{}, maxT: noWatermark, metrics: m,
 		sb: labels.NewScratchBuilder(16), lb: labels.NewBuilder(labels.EmptyLabels())}
 	p.setRules(rules, nil)
 	return p
@@ -109,12 +143,16 @@ func (p *partition) processBatch(off int64, value []byte) {
 			continue
 		}
 		h := hashLabels(s.Labels)
-		e := p.series[h]
-		if e == nil {
+		e, ok := p.series[h]
+		if !ok {
 			e = p.newSeries(h, s.Labels)
 		}
+		lastT := e.lastT
 		for _, smp := range s.Samples {
-			p.push(e, h, smp.T, smp.V)
+			p.push(&e, h, smp.T, smp.V)
+		}
+		if e.lastT != lastT {
+			p.series[h] = e
 		}
 	}
 	if p.dec.Err() != nil {
@@ -128,7 +166,8 @@ func (p *partition) push(e *seriesEntry, h uint64, t int64, v float64) {
 		return
 	}
 	e.lastT = max(e.lastT, t)
-	for _, m := range e.matches {
+	for i := 0; i < int(e.n); i++ {
+		m := e.match(i)
 		rs := p.rules[m.rule]
 		if !rs.push(m.group, h, t, v) {
 			p.metrics.late.Inc()
@@ -154,21 +193,27 @@ func (p *partition) advanceIdle(nowMs int64) {
 	}
 }
 
-func (p *partition) newSeries(h uint64, ls []sample.Label) *seriesEntry {
+func (p *partition) newSeries(h uint64, ls []sample.Label) seriesEntry {
 	p.sb.Reset()
 	for _, l := range ls {
 		p.sb.Add(string(l.Name), string(l.Value))
 	}
 	p.sb.Sort()
 	lset := p.sb.Labels()
-	e := &seriesEntry{lastT: math.MinInt64}
+	e := seriesEntry{lastT: math.MinInt64}
 	for i, rs := range p.rules {
 		if !rs.r.matches(lset) {
 			continue
 		}
 		g := rs.r.groupLabels(p.lb, lset)
 		p.keyBuf = encodeKey(p.keyBuf[:0], g)
-		e.matches = append(e.matches, seriesMatch{rule: int32(i), group: rs.groupID(p.keyBuf)})
+		m := seriesMatch{rule: int32(i), group: rs.groupID(p.keyBuf)}
+		if e.n == 0 {
+			e.first = m
+		} else {
+			e.more = append(e.more, m)
+		}
+		e.n++
 	}
 	p.series[h] = e
 	return e
@@ -184,10 +229,10 @@ func (rs *ruleShard) groupID(key []byte) int32 {
 	if n := len(rs.freeIDs); n > 0 {
 		id = rs.freeIDs[n-1]
 		rs.freeIDs = rs.freeIDs[:n-1]
-		rs.groups[id] = groupInfo{key: k, lastT: math.MinInt64, live: true}
+		rs.groups[id] = groupInfo{key: k, lastT: math.MinInt64}
 	} else {
 		id = int32(len(rs.groups))
-		rs.groups = append(rs.groups, groupInfo{key: k, lastT: math.MinInt64, live: true})
+		rs.groups = append(rs.groups, groupInfo{key: k, lastT: math.MinInt64})
 	}
 	rs.groupIDs[k] = id
 	return id
@@ -201,10 +246,7 @@ func (rs *ruleShard) push(g int32, h uint64, t int64, v float64) bool {
 		return false
 	}
 	w := rs.window(start)
-	if int(g) >= len(w.accs) {
-		w.accs = slices.Grow(w.accs, len(rs.groups)-len(w.accs))[:len(rs.groups)]
-	}
-	a := &w.accs[g]
+	a := w.acc(g)
 	if a.Count == 0 {
 		w.touched = append(w.touched, g)
 	}
@@ -268,7 +310,7 @@ func (rs *ruleShard) seal() []windowPartial {
 		rs.windows = rs.windows[1:]
 		wp := windowPartial{Start: w.start, Groups: make([]groupPartial, 0, len(w.touched))}
 		for _, g := range w.touched {
-			a := &w.accs[g]
+			a := w.acc(g)
 			wp.Groups = append(wp.Groups, a.seal(r.need, rs.groups[g].key, rs.carries, r.staleness))
 			*a = acc{}
 		}
@@ -316,7 +358,7 @@ func (p *partition) sweep() {
 	for _, rs := range p.rules {
 		for id := range rs.groups {
 			gi := &rs.groups[id]
-			if gi.live && gi.lastT < limit && !rs.inOpenWindow(int32(id)) {
+			if gi.key != "" && gi.lastT < limit && !rs.inOpenWindow(int32(id)) {
 				delete(rs.groupIDs, gi.key)
 				*gi = groupInfo{}
 				rs.freeIDs = append(rs.freeIDs, int32(id))
@@ -328,7 +370,7 @@ func (p *partition) sweep() {
 
 func (rs *ruleShard) inOpenWindow(id int32) bool {
 	for _, w := range rs.windows {
-		if int(id) < len(w.accs) && w.accs[id].Count > 0 {
+		if w.has(id) {
 			return true
 		}
 	}

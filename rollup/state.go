@@ -9,8 +9,9 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 )
 
-// acc is the state of one group in one window in one partition: 72 bytes, plus an
-// extension only for the outputs that need per-series state, a sketch or buckets.
+// acc is the state of one group in one window in one partition: 56 bytes, plus an
+// extension only for the outputs that need per-series state, a sketch, buckets or
+// the running variance.
 // Fields are exported for the checkpoint encoding (gob); acc is not part of the API.
 type acc struct {
 	Count    float64
@@ -18,7 +19,6 @@ type acc struct {
 	Min, Max float64
 	LastT    int64
 	LastV    float64
-	Mean, M2 float64 // Welford's running mean and sum of squared deviations (needStd)
 	Ext      *accExt
 }
 
@@ -30,6 +30,8 @@ type accExt struct {
 	Index  map[uint64]int32
 	Sketch *sketch
 	Hist   *vmHist
+	// Mean and M2 are Welford's running mean and sum of squared deviations (needStd).
+	Mean, M2 float64
 }
 
 // seriesWin is one series' samples in one window, in arrival order.
@@ -57,18 +59,18 @@ func (a *acc) push(nd need, h uint64, t int64, v float64) {
 	}
 	a.Count++
 	a.Sum += v
-	if nd&needStd != 0 {
-		d := v - a.Mean
-		a.Mean += d / a.Count
-		a.M2 += d * (v - a.Mean)
-	}
-	if nd&(needSeries|needCounter|needSketch|needHist) == 0 {
+	if nd&(needSeries|needCounter|needSketch|needHist|needStd) == 0 {
 		return
 	}
 	if a.Ext == nil {
 		a.Ext = &accExt{}
 	}
 	x := a.Ext
+	if nd&needStd != 0 {
+		d := v - x.Mean
+		x.Mean += d / a.Count
+		x.M2 += d * (v - x.Mean)
+	}
 	if nd&(needSeries|needCounter) != 0 {
 		if x.Index == nil {
 			x.Index = make(map[uint64]int32, 4)
@@ -109,6 +111,8 @@ type carry struct {
 type groupPartial struct {
 	Key     string // encoded group labels (encodeKey)
 	A       acc    // A.Ext is nil
+	Mean    float64 // Welford state, needStd
+	M2      float64
 	Inc     float64
 	RateSum float64
 	RateN   int
@@ -128,6 +132,7 @@ func (a *acc) seal(nd need, key string, carries map[uint64]carry, staleness int6
 		return gp
 	}
 	gp.Sketch, gp.Hist = x.Sketch, x.Hist
+	gp.Mean, gp.M2 = x.Mean, x.M2
 	if nd&needSeries != 0 {
 		gp.Series = make([]uint64, len(x.Series))
 		for i := range x.Series {
@@ -205,6 +210,7 @@ func cmpTV(a, b tv) int {
 type merged struct {
 	acc
 	StdN       float64
+	Mean, M2   float64
 	increase   float64
 	total      float64
 	rateSum    float64
@@ -220,6 +226,7 @@ func (m *merged) add(gp *groupPartial) {
 	a, b := &m.acc, &gp.A
 	if a.Count == 0 {
 		*a = *b
+		m.Mean, m.M2 = gp.Mean, gp.M2
 	} else if b.Count > 0 {
 		a.Min = min(a.Min, b.Min)
 		a.Max = max(a.Max, b.Max)
@@ -227,9 +234,9 @@ func (m *merged) add(gp *groupPartial) {
 			a.LastT, a.LastV = b.LastT, b.LastV
 		}
 		n := a.Count + b.Count
-		d := b.Mean - a.Mean
-		a.M2 += b.M2 + d*d*a.Count*b.Count/n
-		a.Mean += d * b.Count / n
+		d := gp.Mean - m.Mean
+		m.M2 += gp.M2 + d*d*a.Count*b.Count/n
+		m.Mean += d * b.Count / n
 		a.Count = n
 		a.Sum += b.Sum
 	}
