@@ -109,8 +109,8 @@ type carry struct {
 // groupPartial is one partition's final contribution to one group of one window, sent
 // to the coordinator when the partition seals the window.
 type groupPartial struct {
-	Key     string // encoded group labels (encodeKey)
-	A       acc    // A.Ext is nil
+	Key     string  // encoded group labels (encodeKey)
+	A       acc     // A.Ext is nil
 	Mean    float64 // Welford state, needStd
 	M2      float64
 	Inc     float64
