@@ -73,6 +73,9 @@ type partState struct {
 	processed atomic.Int64 // next offset not yet in the store
 	committed int64
 	marks     []mark
+	// frozen marks (the first frozen ones) belong to a running checkpoint's snapshot:
+	// addMark must not merge later records into them.
+	frozen int
 }
 
 // mark says: records before offset are in the store, and the newest sample accepted
@@ -262,17 +265,24 @@ func (m *Materializer) Checkpoint(ctx context.Context) error {
 	before := m.s.persistedMaxTime()
 	for i, ps := range m.parts {
 		snap[i] = len(ps.marks)
+		ps.frozen = snap[i]
 		if len(ps.marks) > 0 && ps.marks[0].maxT < before {
 			needOOO = true
 		}
 	}
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		for _, ps := range m.parts {
+			ps.frozen = 0
+		}
+		m.mu.Unlock()
+	}()
 	persisted, err := m.s.compact(ctx, needOOO)
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	var errs []error
 	for i, ps := range m.parts {
 		k := 0
@@ -291,6 +301,7 @@ func (m *Materializer) Checkpoint(ctx context.Context) error {
 		ps.marks = append(ps.marks[:0], ps.marks[k:]...)
 		m.commitsTotal.Inc()
 	}
+	m.mu.Unlock()
 	return errors.Join(errs...)
 }
 
@@ -298,7 +309,7 @@ func (m *Materializer) Checkpoint(ctx context.Context) error {
 func (m *Materializer) addMark(ps *partState, offset, maxT int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if n := len(ps.marks); n > 0 {
+	if n := len(ps.marks); n > ps.frozen {
 		last := &ps.marks[n-1]
 		if last.maxT == math.MinInt64 || maxT == math.MinInt64 || floorDiv(last.maxT, markBucket) == floorDiv(maxT, markBucket) {
 			last.offset = offset
