@@ -177,6 +177,7 @@ func TestServeEndpointsAndCleanShutdown(t *testing.T) {
 	}
 	select {
 	case err := <-p.done:
+		p.done <- err // give it back: the cleanup waits on done too
 		if err != nil {
 			t.Fatalf("vigil exited with %v after SIGTERM:\n%s", err, p.stderr.String())
 		}
