@@ -107,7 +107,9 @@
 // their data is not read. The active segment is scanned only from its last index entry
 // that points at a valid batch: the tail is read batch by batch, checking lengths,
 // checksums and offsets, and the file is truncated at the first batch that does not
-// check out (a torn write). What was cut off is logged with its offsets. The bytes
+// check out (a torn write), and the cut is synced (not under FsyncNever, where it would
+// mean writing back all the dirty pages a killed process left). What was cut off is
+// logged with its offsets. The bytes
 // scanned this way are counted in vigil_log_recovery_scanned_bytes_total. Recovery
 // time therefore grows with the unsynced tail (and the active segment's index entries),
 // not with the log's size.

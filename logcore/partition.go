@@ -333,8 +333,14 @@ func (pt *partition) scanTail(s *segment, pos, size, expect int64, truncate bool
 		if err := s.f.Truncate(pos); err != nil {
 			return fmt.Errorf("cannot truncate at %d: %w", pos, err)
 		}
-		if err := s.f.Sync(); err != nil {
-			return fmt.Errorf("cannot sync after truncate: %w", err)
+		// Make the cut durable before new batches overwrite the torn bytes. Under
+		// FsyncNever nothing else is synced either, and this sync would have to write
+		// back every dirty page the killed process left (seconds for a large tail); a
+		// lost truncate only means the same torn tail is cut again at the next open.
+		if pt.policy != FsyncNever {
+			if err := s.f.Sync(); err != nil {
+				return fmt.Errorf("cannot sync after truncate: %w", err)
+			}
 		}
 	}
 	s.size.Store(pos)
