@@ -47,12 +47,18 @@ func newInhibitRule(cr amcommoncfg.InhibitRule) *inhibitRule {
 // sides of a rule is not inhibited by alerts that also match both sides, exactly as
 // in Alertmanager, so that such alerts do not mute each other.
 func inhibited(rules []*inhibitRule, lset model.LabelSet, all map[model.Fingerprint]*amalert.Alert, now time.Time) bool {
+	_, ok := inhibitedBy(rules, lset, all, now)
+	return ok
+}
+
+// inhibitedBy is inhibited, also naming the inhibiting alert.
+func inhibitedBy(rules []*inhibitRule, lset model.LabelSet, all map[model.Fingerprint]*amalert.Alert, now time.Time) (model.Fingerprint, bool) {
 	for _, r := range rules {
 		if !r.target.Matches(lset) {
 			continue
 		}
 		twoSided := r.source.Matches(lset)
-		for _, src := range all {
+		for fp, src := range all {
 			if src.ResolvedAt(now) || !r.source.Matches(src.Labels) {
 				continue
 			}
@@ -67,9 +73,9 @@ func inhibited(rules []*inhibitRule, lset model.LabelSet, all map[model.Fingerpr
 				}
 			}
 			if eq {
-				return true
+				return fp, true
 			}
 		}
 	}
-	return false
+	return 0, false
 }

@@ -172,6 +172,20 @@ func (s *Silences) Mutes(lset model.LabelSet, now time.Time) bool {
 	return false
 }
 
+// MutedBy returns the IDs of the active silences matching lset at now, sorted.
+func (s *Silences) MutedBy(lset model.LabelSet, now time.Time) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var ids []string
+	for id, e := range s.all {
+		if state(&e.s, now) == SilenceStateActive && e.matchers.Matches(lset) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
 // List returns every silence (active, pending and expired ones still retained)
 // whose matchers are a superset of filter (each filter matcher equal to one of the
 // silence's), active first, then pending, then expired, as Alertmanager orders them.

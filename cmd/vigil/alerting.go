@@ -84,7 +84,7 @@ func startAlerting(s *server, ctx context.Context) (func(context.Context) error,
 	if err != nil {
 		return nil, fmt.Errorf("alerting: %w", err)
 	}
-	p.Silences().RegisterRoutes(s.mux)
+	p.RegisterRoutes(s.mux)
 	s.onReload("alerting", func(c *config.Config) error {
 		nc, err := alerting.ParseSection(&c.Alerting)
 		if err != nil {
