@@ -1,0 +1,252 @@
+package ingest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// BenchmarkRemoteWritePeers sends the same pre-encoded remote-write 1.0 payloads
+// (100k series of 8 labels, 2,000 samples per request, 4 requests in flight) to
+// `vigil serve` (fsync always), Debian's victoria-metrics and Debian's prometheus
+// (--web.enable-remote-write-receiver), one after the other in one run, and reports for
+// each the accepted samples/s, samples per server CPU-second and the server's peak RSS.
+// Run it alone: go test -run '^$' -bench RemoteWritePeers -benchtime 1x ./ingest/
+func BenchmarkRemoteWritePeers(b *testing.B) {
+	const rounds = 10 // 10 x 100k series = 1M samples per server and b.N
+	bodies := peerBodies(b, rounds)
+	peers := []struct {
+		name string
+		bin  string
+		args func(dir, addr string) []string
+	}{
+		{"vigil", "", func(dir, addr string) []string {
+			return []string{"serve", "--data-dir", dir, "--listen", addr, "--nats-listen", freeTCPAddr(b), "--fsync", "always", "--log-level", "warn"}
+		}},
+		{"victoria-metrics", "/usr/bin/victoria-metrics", func(dir, addr string) []string {
+			return []string{"-storageDataPath=" + dir, "-httpListenAddr=" + addr, "-retentionPeriod=100y", "-loggerLevel=ERROR"}
+		}},
+		{"prometheus", "/usr/bin/prometheus", func(dir, addr string) []string {
+			cfg := filepath.Join(dir, "prometheus.yml")
+			os.WriteFile(cfg, []byte("global: {}\n"), 0o644)
+			return []string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "tsdb"), "--web.listen-address=" + addr, "--web.enable-remote-write-receiver", "--log.level=error"}
+		}},
+	}
+	for _, p := range peers {
+		b.Run(p.name, func(b *testing.B) {
+			bin := p.bin
+			if bin == "" {
+				bin = buildVigil(b)
+			} else if _, err := os.Stat(bin); err != nil {
+				if os.Getenv("CI") == "true" {
+					b.Fatalf("%s not found: %v", bin, err)
+				}
+				b.Skipf("%s not found", bin)
+			}
+			var total, cpu time.Duration
+			var peak int64
+			samples := 0
+			for i := 0; i < b.N; i++ {
+				dir := b.TempDir()
+				addr := freeTCPAddr(b)
+				cmd := exec.Command(bin, p.args(dir, addr)...)
+				cmd.Dir = dir
+				var out bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &out
+				if err := cmd.Start(); err != nil {
+					b.Fatal(err)
+				}
+				func() {
+					defer func() { cmd.Process.Kill(); cmd.Wait() }()
+					waitHTTP(b, addr, &out)
+					cpu0 := procCPU(cmd.Process.Pid)
+					t0 := time.Now()
+					n, err := sendAll("http://"+addr+"/api/v1/write", bodies, 4)
+					if err != nil {
+						b.Fatalf("%s: %v\n%s", p.name, err, out.String())
+					}
+					total += time.Since(t0)
+					cpu += procCPU(cmd.Process.Pid) - cpu0
+					samples += n
+					if rss := procPeakRSS(cmd.Process.Pid); rss > peak {
+						peak = rss
+					}
+				}()
+			}
+			b.ReportMetric(float64(samples)/total.Seconds(), "samples/s")
+			b.ReportMetric(float64(samples)/cpu.Seconds(), "samples/cpu-s")
+			b.ReportMetric(float64(peak)/(1<<20), "peak-rss-MiB")
+		})
+	}
+}
+
+// peerBodies encodes rounds x 100k series as 2,000-sample requests, timestamps one
+// second apart per round, ending now (so every peer accepts them in order).
+func peerBodies(b *testing.B, rounds int) [][]byte {
+	start := time.Now().Add(-time.Duration(rounds) * time.Second).UnixMilli()
+	var out [][]byte
+	for r := 0; r < rounds; r++ {
+		for first := 0; first < 100000; first += 2000 {
+			req := &prompb.WriteRequest{}
+			for id := first; id < first+2000; id++ {
+				req.Timeseries = append(req.Timeseries, prompb.TimeSeries{
+					Labels: []prompb.Label{
+						{Name: "__name__", Value: fmt.Sprintf("peer_metric_%d", id%100)}, {Name: "cluster", Value: "prod-eu"},
+						{Name: "instance", Value: fmt.Sprintf("10.0.%d.%d:9100", id/1000%256, id%256)}, {Name: "job", Value: "node"},
+						{Name: "mode", Value: "idle"}, {Name: "region", Value: "eu-west-1"},
+						{Name: "series", Value: strconv.Itoa(id)}, {Name: "zone", Value: "eu-west-1b"},
+					},
+					Samples: []prompb.Sample{{Timestamp: start + int64(r)*1000, Value: float64(r*id) * 0.5}},
+				})
+			}
+			raw, err := req.Marshal()
+			if err != nil {
+				b.Fatal(err)
+			}
+			out = append(out, snappy.Encode(nil, raw))
+		}
+	}
+	return out
+}
+
+// sendAll posts bodies in order with `inflight` concurrent senders, retrying 429/503
+// after a short pause, and returns the samples accepted.
+func sendAll(url string, bodies [][]byte, inflight int) (int, error) {
+	var next atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: inflight}}
+	for w := 0; w < inflight; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(bodies) {
+					return
+				}
+				for attempt := 0; ; attempt++ {
+					req, _ := http.NewRequest("POST", url, bytes.NewReader(bodies[i]))
+					req.Header.Set("Content-Type", "application/x-protobuf")
+					req.Header.Set("Content-Encoding", "snappy")
+					req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+					resp, err := client.Do(req)
+					if err == nil {
+						var msg bytes.Buffer
+						msg.ReadFrom(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode/100 == 2 {
+							break
+						}
+						if (resp.StatusCode == 429 || resp.StatusCode == 503) && attempt < 100 {
+							time.Sleep(10 * time.Millisecond)
+							continue
+						}
+						err = fmt.Errorf("status %d: %.300s", resp.StatusCode, msg.String())
+					}
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return len(bodies) * 2000, firstErr
+}
+
+var vigilBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func buildVigil(b *testing.B) string {
+	vigilBin.once.Do(func() {
+		if p := os.Getenv("VIGIL_BIN"); p != "" {
+			vigilBin.path = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "vigil-peer-bench")
+		if err != nil {
+			vigilBin.err = err
+			return
+		}
+		vigilBin.path = filepath.Join(dir, "vigil")
+		if out, err := exec.Command("go", "build", "-o", vigilBin.path, "../cmd/vigil").CombinedOutput(); err != nil {
+			vigilBin.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if vigilBin.err != nil {
+		b.Fatal(vigilBin.err)
+	}
+	return vigilBin.path
+}
+
+func freeTCPAddr(b testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitHTTP waits until something answers HTTP on addr.
+func waitHTTP(b *testing.B, addr string, out *bytes.Buffer) {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatalf("no HTTP on %s after 60s:\n%s", addr, out.String())
+}
+
+// procCPU is a process's user+system CPU time from /proc/<pid>/stat.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// procPeakRSS is a process's peak resident set (VmHWM) in bytes.
+func procPeakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
