@@ -307,20 +307,22 @@ receivers:
 		send(t, p, a)
 	}
 	post(alert(start, time.Time{}, "alertname=Disk", "service=db", "severity=warning", "class=disk"))
-	amEv, err := amFake.WaitEvents(waitCtx(t, 20*time.Second), 1)
+	_, err := amFake.WaitEvents(waitCtx(t, 20*time.Second), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vEv, err := vFake.WaitEvents(waitCtx(t, 20*time.Second), 1)
+	_, err = vFake.WaitEvents(waitCtx(t, 20*time.Second), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond)
 	post(alert(start, time.Now(), "alertname=Disk", "service=db", "severity=warning", "class=disk"))
-	if amEv, err = amFake.WaitEvents(waitCtx(t, 20*time.Second), 2); err != nil {
+	amEv, err := amFake.WaitEvents(waitCtx(t, 20*time.Second), 2)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if vEv, err = vFake.WaitEvents(waitCtx(t, 20*time.Second), 2); err != nil {
+	vEv, err := vFake.WaitEvents(waitCtx(t, 20*time.Second), 2)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range amEv {
