@@ -189,6 +189,7 @@ type responseRecorder struct {
 	retryAfter time.Duration
 }
 
+// Do sends req and records the response status and Retry-After.
 func (r *responseRecorder) Do(req *http.Request) (*http.Response, error) {
 	resp, err := r.client.Do(req)
 	if err != nil {
@@ -239,6 +240,7 @@ type deliveryError struct {
 	retryAfter time.Duration
 }
 
+// Error describes the failed attempt (never with a secret).
 func (e *deliveryError) Error() string {
 	if e.status != 0 {
 		return fmt.Sprintf("status %d: %v", e.status, e.err)
@@ -246,4 +248,5 @@ func (e *deliveryError) Error() string {
 	return e.err.Error()
 }
 
+// Unwrap returns the underlying error.
 func (e *deliveryError) Unwrap() error { return e.err }

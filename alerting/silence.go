@@ -64,6 +64,7 @@ var ErrSilenceExpired = errors.New("silence already expired")
 // ValidationError is an invalid silence (HTTP 400).
 type ValidationError struct{ msg string }
 
+// Error is the message for the API client.
 func (e *ValidationError) Error() string { return e.msg }
 
 func invalid(format string, a ...any) error { return &ValidationError{fmt.Sprintf(format, a...)} }
