@@ -256,3 +256,24 @@ func TestInhibitionTable(t *testing.T) {
 		alert(now, time.Time{}, "alertname=Slow", "severity=warning"),
 	}, "firing: Down")
 }
+
+// TestWebhookMessage: Alertmanager's webhook JSON (version 4) with max_alerts.
+func TestWebhookMessage(t *testing.T) {
+	sink := newWebhookSink(t)
+	p, _ := newTestPipeline(t, hookConfig(sink.srv.URL, "  group_wait: 100ms\n  group_by: [job]", "        max_alerts: 2\n"), nil)
+	now := time.Now()
+	send(t, p, alert(now, time.Time{}, "alertname=A", "job=j"), alert(now, time.Time{}, "alertname=B", "job=j"), alert(now, time.Time{}, "alertname=C", "job=j"))
+	ms, err := sink.wait(waitCtx(t, 10*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ms[0]
+	if m.Version != "4" || m.GroupKey != `{}:{job="j"}` || m.TruncatedAlerts != 1 || len(m.Alerts) != 2 || m.Receiver != "hook" ||
+		m.Status != "firing" || m.GroupLabels["job"] != "j" || m.CommonLabels["job"] != "j" || m.ExternalURL != "http://vigil.example:9201" {
+		t.Errorf("message %+v", m)
+	}
+	a := m.Alerts[0]
+	if a.Fingerprint == "" || a.GeneratorURL == "" || a.Annotations["summary"] != "it broke" || a.StartsAt.IsZero() {
+		t.Errorf("alert %+v", a)
+	}
+}
