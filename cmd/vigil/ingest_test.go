@@ -19,7 +19,9 @@ import (
 
 	"github.com/klauspost/compress/snappy"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/vigilhq/vigil/logcore"
 	"github.com/vigilhq/vigil/sample"
@@ -344,8 +346,10 @@ func promSeriesSet(t *testing.T, addr string) map[string]bool {
 	return out
 }
 
-// TestRemoteWriteV1Served posts a 1.0 request to a running vigil and reads it back.
-func TestRemoteWriteV1Served(t *testing.T) {
+// TestRemoteWriteServed posts a 1.0 request and a 2.0 request (built with the prometheus
+// module's writev2 types, with a native histogram) to a running vigil and reads them back
+// from the log.
+func TestRemoteWriteServed(t *testing.T) {
 	dataDir := t.TempDir()
 	v := startVigil(t, dataDir)
 	now := time.Now().UnixMilli()
@@ -365,6 +369,28 @@ func TestRemoteWriteV1Served(t *testing.T) {
 	if resp.StatusCode != 204 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
+	st := writev2.NewSymbolTable()
+	h := &histogram.Histogram{Schema: 0, Count: 3, Sum: 4.5, ZeroThreshold: 1e-128,
+		PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{1, 1}}
+	req2 := &writev2.Request{Timeseries: []writev2.TimeSeries{{
+		LabelsRefs: []uint32{st.Symbolize("__name__"), st.Symbolize("latency_seconds"), st.Symbolize("job"), st.Symbolize("t")},
+		Histograms: []writev2.Histogram{writev2.FromIntHistogram(0, now, h)},
+		Metadata:   writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM},
+	}}}
+	req2.Symbols = st.Symbols()
+	raw2, _ := req2.Marshal()
+	hreq, _ = http.NewRequest("POST", "http://"+v.addr+"/api/v1/write", bytes.NewReader(snappy.Encode(nil, raw2)))
+	hreq.Header.Set("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+	hreq.Header.Set("Content-Encoding", "snappy")
+	hreq.Header.Set("X-Prometheus-Remote-Write-Version", "2.0.0")
+	resp, err = http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 || resp.Header.Get("X-Prometheus-Remote-Write-Histograms-Written") != "1" {
+		t.Fatalf("2.0: status %d, headers %v", resp.StatusCode, resp.Header)
+	}
 	v.cmd.Process.Signal(syscall.SIGTERM)
 	if err := <-v.done; err != nil {
 		t.Fatal(err)
@@ -374,4 +400,51 @@ func TestRemoteWriteV1Served(t *testing.T) {
 	if ss := got[`{__name__="served_total",job="t"}`]; len(ss) != 2 || ss[1].V != 2 {
 		t.Fatalf("log: %v", got)
 	}
+	hs := readHistogramsLog(t, dataDir)[`{__name__="latency_seconds",job="t"}`]
+	if len(hs) != 1 || hs[0].T != now {
+		t.Fatalf("histograms in the log: %v", hs)
+	}
+	var ph prompb.Histogram
+	if err := ph.Unmarshal(hs[0].Proto); err != nil || !ph.ToIntHistogram().Equals(h) {
+		t.Fatalf("histogram read back %v (%v), want %v", ph.ToIntHistogram(), err, h)
+	}
+}
+
+// readHistogramsLog returns the native histograms of the stopped vigil's log by series.
+func readHistogramsLog(t *testing.T, dataDir string) map[string][]sample.Histogram {
+	t.Helper()
+	l, err := logcore.Open(filepath.Join(dataDir, "log"), logcore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	tp, err := l.Topic("samples", logcore.TopicConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]sample.Histogram{}
+	var dec sample.Decoder
+	for p := 0; p < tp.Partitions(); p++ {
+		st := tp.Stats(p)
+		for off := st.StartOffset; off < st.EndOffset; {
+			recs, err := tp.Read(p, off, 4<<20, nil)
+			if err != nil || len(recs) == 0 {
+				t.Fatalf("read partition %d at %d: %v", p, off, err)
+			}
+			for _, r := range recs {
+				if err := dec.Reset(r.Value); err != nil {
+					t.Fatal(err)
+				}
+				for dec.Next() {
+					s := dec.Series()
+					for _, h := range s.Histograms {
+						k := seriesKey(s.Labels)
+						out[k] = append(out[k], sample.Histogram{T: h.T, Proto: append([]byte(nil), h.Proto...)})
+					}
+				}
+				off = r.Offset + 1
+			}
+		}
+	}
+	return out
 }
