@@ -264,6 +264,7 @@ func (n *NATSIngest) process(ctx context.Context, nb *natsBatch, msgs []*inMsg) 
 			m.err = fmt.Errorf("%s payload on %q: %w", f, m.subject, err)
 		}
 	}
+	b.SetDecodedBytes(int(size))
 	// The decoded batch is about three times the payload in memory.
 	if err := n.opts.Writer.Acquire(3 * size); err != nil {
 		return err

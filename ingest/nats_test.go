@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -269,4 +270,58 @@ func TestJetStreamLostAckRestart(t *testing.T) {
 	defer ni.Stop(context.Background())
 	waitFor(t, "acked after redelivery", fx.acked)
 	checkOnce(t, fx.tp, 64)
+}
+
+// TestNATSReconnect: the NATS server goes away and comes back on the same address; the
+// subscription is restored and messages published afterwards land in the log.
+func TestNATSReconnect(t *testing.T) {
+	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true}
+	srv, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	port := srv.Addr().(*net.TCPAddr).Port
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	l, tp := testLog(t, 2, logcore.FsyncNever)
+	w, _ := testWriter(t, tp, nil)
+	ni, err := StartNATS(context.Background(), NATSOptions{Conn: nc, Config: natsConfig(), Writer: w, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ni.Stop(context.Background())
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv2, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv2.Start()
+	defer srv2.Shutdown()
+	if !srv2.ReadyForConnections(10 * time.Second) {
+		t.Fatal("restarted server not ready")
+	}
+	waitFor(t, "reconnect", nc.IsConnected)
+	pub, err := nats.Connect(srv2.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	// The client re-subscribes asynchronously after reconnecting: publish until it lands.
+	waitFor(t, "a message after the reconnect", func() bool {
+		pub.Publish("metrics.after", []byte(`{"name":"after_reconnect","value":1}`))
+		pub.Flush()
+		time.Sleep(50 * time.Millisecond)
+		return len(logNames(t, tp)) > 0
+	})
+	if _, ok := logNames(t, tp)[`{__name__="after_reconnect"}`]; !ok {
+		t.Fatalf("log: %v", logNames(t, tp))
+	}
 }

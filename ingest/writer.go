@@ -86,6 +86,7 @@ type Writer struct {
 	samplesTotal  [numProtocols]*metrics.Counter
 	histsTotal    [numProtocols]*metrics.Counter
 	exemplarTotal [numProtocols]*metrics.Counter
+	decodedBytes  [numProtocols]*metrics.Counter
 	rejected      [numReasons]*metrics.Counter
 	appendErrors  *metrics.Counter
 }
@@ -124,6 +125,7 @@ func NewWriter(opts Options) (*Writer, error) {
 		w.samplesTotal[p] = set.GetOrCreateCounter(fmt.Sprintf(`vigil_ingest_samples_total{protocol=%q}`, p))
 		w.histsTotal[p] = set.GetOrCreateCounter(fmt.Sprintf(`vigil_ingest_histograms_total{protocol=%q}`, p))
 		w.exemplarTotal[p] = set.GetOrCreateCounter(fmt.Sprintf(`vigil_ingest_exemplars_total{protocol=%q}`, p))
+		w.decodedBytes[p] = set.GetOrCreateCounter(fmt.Sprintf(`vigil_ingest_decoded_bytes_total{protocol=%q}`, p))
 	}
 	for r := range numReasons {
 		w.rejected[r] = set.GetOrCreateCounter(fmt.Sprintf(`vigil_ingest_rejected_total{reason=%q}`, r))
@@ -278,6 +280,7 @@ func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, sk
 	w.samplesTotal[proto].Add(res.Samples)
 	w.histsTotal[proto].Add(res.Histograms)
 	w.exemplarTotal[proto].Add(res.Exemplars)
+	w.decodedBytes[proto].Add(b.decodedBytes)
 	return res, nil
 }
 
