@@ -132,6 +132,9 @@ func (h *RemoteWriteHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) 
 
 	st := h.bufs.Get().(*rwState)
 	defer h.putState(st)
+	if r.ContentLength > 0 && int64(cap(st.body)) < r.ContentLength+1 {
+		st.body = make([]byte, 0, r.ContentLength+1) // +1: EOF is seen without growing
+	}
 	body, err := readBody(st.body[:0], r.Body, maxBody)
 	st.body = body
 	if err != nil {
