@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/alertmanager/notify/webhook"
 	"github.com/prometheus/alertmanager/template"
 	"github.com/prometheus/alertmanager/timeinterval"
+	commoncfg "github.com/prometheus/common/config"
 	"gopkg.in/yaml.v3"
 
 	vconfig "github.com/vigilhq/vigil/config"
@@ -44,6 +46,8 @@ type integration struct {
 	idx      int    // index among the receiver's integrations of the same kind
 	pd       *pagerduty.PagerdutyConfig
 	wh       *webhook.WebhookConfig
+	// client is built from the integration's http_config (proxy, TLS, authorization).
+	client *http.Client
 }
 
 // id names the integration in the outbox and the notification state:
@@ -65,6 +69,15 @@ func (in *integration) timeout() time.Duration {
 		return in.pd.Timeout
 	}
 	return in.wh.Timeout
+}
+
+// httpClient builds the client of an integration's http_config, as Alertmanager does.
+func httpClient(hc *commoncfg.HTTPClientConfig, name string) (*http.Client, error) {
+	if hc == nil {
+		def := commoncfg.DefaultHTTPClientConfig
+		hc = &def
+	}
+	return commoncfg.NewClientFromConfig(*hc, "vigil_"+name)
 }
 
 // DefaultConfig is used when vigil.yaml has no alerting section: every alert is
@@ -149,13 +162,21 @@ func newConfig(am *amconfig.Config) (*Config, error) {
 					return nil, fmt.Errorf("alerting: receiver %q pagerduty_configs[%d]: %w", r.Name, i, err)
 				}
 			}
-			ins = append(ins, &integration{receiver: r.Name, kind: "pagerduty", idx: i, pd: pd})
+			client, err := httpClient(pd.HTTPConfig, "pagerduty")
+			if err != nil {
+				return nil, fmt.Errorf("alerting: receiver %q pagerduty_configs[%d]: http_config: %w", r.Name, i, err)
+			}
+			ins = append(ins, &integration{receiver: r.Name, kind: "pagerduty", idx: i, pd: pd, client: client})
 		}
 		for i, wh := range r.WebhookConfigs {
 			if wh.Payload != nil {
 				return nil, fmt.Errorf("alerting: receiver %q webhook_configs[%d]: payload (a custom body) is not supported", r.Name, i)
 			}
-			ins = append(ins, &integration{receiver: r.Name, kind: "webhook", idx: i, wh: wh})
+			client, err := httpClient(wh.HTTPConfig, "webhook")
+			if err != nil {
+				return nil, fmt.Errorf("alerting: receiver %q webhook_configs[%d]: http_config: %w", r.Name, i, err)
+			}
+			ins = append(ins, &integration{receiver: r.Name, kind: "webhook", idx: i, wh: wh, client: client})
 		}
 		if n := len(r.EmailConfigs) + len(r.SlackConfigs) + len(r.OpsGenieConfigs) + len(r.WechatConfigs) +
 			len(r.PushoverConfigs) + len(r.VictorOpsConfigs) + len(r.SNSConfigs) + len(r.TelegramConfigs) +

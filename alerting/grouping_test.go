@@ -2,6 +2,10 @@ package alerting
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -275,5 +279,28 @@ func TestWebhookMessage(t *testing.T) {
 	a := m.Alerts[0]
 	if a.Fingerprint == "" || a.GeneratorURL == "" || a.Annotations["summary"] != "it broke" || a.StartsAt.IsZero() {
 		t.Errorf("alert %+v", a)
+	}
+}
+
+// TestWebhookHTTPConfig: a webhook's http_config (here a bearer token from a file) is
+// applied, as in Alertmanager.
+func TestWebhookHTTPConfig(t *testing.T) {
+	got := make(chan string, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Authorization")
+	}))
+	defer srv.Close()
+	tok := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tok, []byte("s3cret\n"), 0o600)
+	doc := hookConfig(srv.URL, "  group_wait: 0s", "        http_config:\n          authorization:\n            credentials_file: "+tok+"\n")
+	p, _ := newTestPipeline(t, doc, nil)
+	send(t, p, alert(time.Now(), time.Time{}, "alertname=Auth"))
+	select {
+	case h := <-got:
+		if h != "Bearer s3cret" {
+			t.Errorf("Authorization %q, want Bearer s3cret", h)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request")
 	}
 }

@@ -171,7 +171,7 @@ func (s *sender) deliverPagerDuty(ctx context.Context, in *integration, n *notif
 	if err != nil {
 		return &deliveryError{err: err}
 	}
-	rec := &responseRecorder{client: s.p.opts.HTTPClient}
+	rec := &responseRecorder{client: s.client(in)}
 	client := pagerduty.NewClient("", pagerduty.WithV2EventsAPIEndpoint(base))
 	client.HTTPClient = rec
 	_, err = client.ManageEventWithContext(ctx, &ev)

@@ -35,7 +35,9 @@ type Options struct {
 	ExternalURL string
 	// GrafanaURL, when set (server.grafana_url), is linked from every PagerDuty event.
 	GrafanaURL string
-	// HTTPClient sends notifications; nil uses a client with RequestTimeout.
+	// HTTPClient, when set, sends every notification (tests); nil gives each
+	// integration a client built from its http_config (proxy, TLS, authorization),
+	// as Alertmanager does.
 	HTTPClient *http.Client
 	// RequestTimeout bounds one delivery attempt (default 10s). An integration's own
 	// `timeout` setting wins when it is shorter.
@@ -70,9 +72,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 10 * time.Second
-	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{}
 	}
 	if o.BackoffInitial <= 0 {
 		o.BackoffInitial = 500 * time.Millisecond

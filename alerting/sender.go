@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -236,4 +237,15 @@ func (b *breaker) failure(now time.Time) {
 		b.openUntil = now.Add(b.cooldown)
 	}
 	b.mu.Unlock()
+}
+
+// client is the HTTP client for in: Options.HTTPClient if set, else in's own.
+func (s *sender) client(in *integration) *http.Client {
+	if c := s.p.opts.HTTPClient; c != nil {
+		return c
+	}
+	if in.client != nil {
+		return in.client
+	}
+	return http.DefaultClient
 }

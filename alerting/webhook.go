@@ -81,7 +81,7 @@ func (s *sender) deliverWebhook(ctx context.Context, in *integration, n *notific
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "Vigil")
-	rec := &responseRecorder{client: s.p.opts.HTTPClient}
+	rec := &responseRecorder{client: s.client(in)}
 	resp, err := rec.Do(req)
 	if err != nil {
 		// The URL may hold a secret: report the error without it.
