@@ -14,12 +14,15 @@
 //
 //   - after each appender commit a worker notes a mark (next offset, newest accepted
 //     sample timestamp of the records since the previous mark);
-//   - a checkpoint takes the marks noted so far, runs the TSDB's head compaction (which,
-//     when it cuts a block, also compacts the out-of-order head) and, where needed, the
-//     out-of-order compaction alone, and then commits each partition up to the last mark
-//     before the first one whose newest sample is at or after the newest block's end.
-//     Samples older than that end were either in the in-order head when the block was
-//     cut, or in the out-of-order head when it was compacted: both are on disk.
+//   - a checkpoint takes the marks noted so far (freezing them) and runs the TSDB's head
+//     compaction. Afterwards every in-order sample older than the head's minimum time
+//     is in a block: only a head compaction removes in-order samples from the head,
+//     and the head holds none older than its minimum. The marks before the first one
+//     whose newest sample is at or after that minimum can be committed once the
+//     out-of-order head is compacted too (their samples may have gone there), which
+//     the checkpoint then does before committing. (The newest block's end is not a
+//     safe bound: out-of-order compaction writes blocks that reach past the in-order
+//     head's minimum.)
 //   - a clean Stop cuts the rest of the head into blocks and commits every position.
 //
 // So a kill -9 loses nothing (the log still holds every record after the committed

@@ -258,17 +258,12 @@ func (m *Materializer) checkpointLoop(ctx context.Context) {
 func (m *Materializer) Checkpoint(ctx context.Context) error {
 	m.s.cmu.Lock()
 	defer m.s.cmu.Unlock()
-	// Take the marks first: only samples appended before the compaction starts count.
+	// Take the marks first: only samples appended before the compactions start count.
 	m.mu.Lock()
 	snap := make([]int, len(m.parts))
-	needOOO := false
-	before := m.s.persistedMaxTime()
 	for i, ps := range m.parts {
 		snap[i] = len(ps.marks)
 		ps.frozen = snap[i]
-		if len(ps.marks) > 0 && ps.marks[0].maxT < before {
-			needOOO = true
-		}
 	}
 	m.mu.Unlock()
 	defer func() {
@@ -278,17 +273,33 @@ func (m *Materializer) Checkpoint(ctx context.Context) error {
 		}
 		m.mu.Unlock()
 	}()
-	persisted, err := m.s.compact(ctx, needOOO)
+	// In-order samples older than bound are now in blocks.
+	bound, err := m.s.compactHead(ctx)
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
+	ks := make([]int, len(m.parts))
+	any := false
+	for i, ps := range m.parts {
+		for ks[i] < snap[i] && ps.marks[ks[i]].maxT < bound {
+			ks[i]++
+		}
+		any = any || ks[i] > 0
+	}
+	m.mu.Unlock()
+	if !any {
+		return nil
+	}
+	// The marks' samples may also have gone to the out-of-order head: persist it too.
+	if err := m.s.compactOOO(ctx); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var errs []error
 	for i, ps := range m.parts {
-		k := 0
-		for k < snap[i] && ps.marks[k].maxT < persisted {
-			k++
-		}
+		k := ks[i]
 		if k == 0 {
 			continue
 		}
@@ -301,7 +312,6 @@ func (m *Materializer) Checkpoint(ctx context.Context) error {
 		ps.marks = append(ps.marks[:0], ps.marks[k:]...)
 		m.commitsTotal.Inc()
 	}
-	m.mu.Unlock()
 	return errors.Join(errs...)
 }
 

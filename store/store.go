@@ -316,42 +316,34 @@ func (s *Store) arrived(names []string) {
 	}
 }
 
-// persistedMaxTime is the end (exclusive) of the newest persisted block, or MinInt64
-// when there is none.
-func (s *Store) persistedMaxTime() int64 {
-	t := int64(math.MinInt64)
-	for _, b := range s.db.Blocks() {
-		t = max(t, b.Meta().MaxTime)
+// compactHead cuts the head into blocks if it is due and returns the head's minimum
+// time after that: every sample appended in order before the call with an older
+// timestamp is in a block (only a head compaction removes in-order samples from the
+// head, and the head holds none older than its minimum). Out-of-order samples are
+// not covered: compactOOO persists those.
+func (s *Store) compactHead(ctx context.Context) (int64, error) {
+	if err := s.db.Compact(ctx); err != nil {
+		return math.MinInt64, fmt.Errorf("store: compact: %w", err)
 	}
-	return t
+	return s.db.Head().MinTime(), nil
 }
 
-// compact cuts the head into blocks if it is due and, when withOOO is set, also
-// compacts the out-of-order head. It returns the end of the newest persisted block.
-func (s *Store) compact(ctx context.Context, withOOO bool) (int64, error) {
-	before := s.persistedMaxTime()
-	if err := s.db.Compact(ctx); err != nil {
-		return before, fmt.Errorf("store: compact: %w", err)
+// compactOOO persists every out-of-order sample appended before the call.
+func (s *Store) compactOOO(ctx context.Context) error {
+	if err := s.db.CompactOOOHead(ctx); err != nil {
+		return fmt.Errorf("store: compact out-of-order head: %w", err)
 	}
-	after := s.persistedMaxTime()
-	// A head compaction also compacted the out-of-order head; otherwise do it here.
-	if withOOO && after == before {
-		if err := s.db.CompactOOOHead(ctx); err != nil {
-			return after, fmt.Errorf("store: compact out-of-order head: %w", err)
-		}
-		after = s.persistedMaxTime()
-	}
-	return after, nil
+	return nil
 }
 
 // flushHead persists the whole head (in-order and out-of-order samples) into blocks
 // aligned to the block duration, so that everything appended so far is on disk.
 func (s *Store) flushHead(ctx context.Context) error {
-	if _, err := s.compact(ctx, true); err != nil {
+	if _, err := s.compactHead(ctx); err != nil {
 		return err
 	}
-	if err := s.db.CompactOOOHead(ctx); err != nil {
-		return fmt.Errorf("store: flush out-of-order head: %w", err)
+	if err := s.compactOOO(ctx); err != nil {
+		return err
 	}
 	h := s.db.Head()
 	if h.NumSeries() == 0 || h.MinTime() == math.MaxInt64 {
