@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vigilhq/vigil/alerting"
 	"github.com/vigilhq/vigil/config"
 )
+
+// closeGrace bounds how long shutdown waits for notifications in flight.
+const closeGrace = 2 * time.Second
 
 // maxEarlyAlerts bounds the alerts kept for the pipeline before it has started.
 const maxEarlyAlerts = 10000
@@ -97,6 +101,11 @@ func startAlerting(s *server, ctx context.Context) (func(context.Context) error,
 	}
 	return func(ctx context.Context) error {
 		_ = s.alerts.set(ctx, nil)
-		return p.Close(ctx)
+		// Deliveries in flight get a little time to finish and be recorded; the rest
+		// of the shutdown budget is for the stages after this one. What is cut off
+		// stays in the outbox and is sent after the restart.
+		cctx, cancel := context.WithTimeout(ctx, closeGrace)
+		defer cancel()
+		return p.Close(cctx)
 	}, nil
 }
