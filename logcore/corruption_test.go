@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -472,4 +474,119 @@ func TestCorruptClosedSegment(t *testing.T) {
 		}
 		l.Close()
 	}
+}
+
+// checkIndexEntries returns the longest prefix of the index whose every entry points
+// at a batch header naming the entry's offset, and the time entries that name those
+// entries' batches (with a timestamp no lower than the batch's own maximum).
+func checkIndexEntries(s *segment, idx []indexEntry, tidx []timeEntry, size int64) ([]indexEntry, []timeEntry, error) {
+	var hb [batchHeaderSize]byte
+	maxTS := make(map[uint32]int64, len(idx))
+	for i, e := range idx {
+		if int64(e.pos)+batchHeaderSize > size {
+			idx = idx[:i]
+			break
+		}
+		if _, err := s.f.ReadAt(hb[:], int64(e.pos)); err != nil {
+			return nil, nil, fmt.Errorf("cannot read batch header at %d: %w", e.pos, err)
+		}
+		h, err := parseBatchHeader(hb[:])
+		if err != nil || h.baseOffset != s.base+int64(e.rel) || int64(e.pos)+h.size() > size {
+			idx = idx[:i]
+			break
+		}
+		maxTS[e.rel] = h.maxTS
+	}
+	for j, e := range tidx {
+		m, ok := maxTS[e.rel]
+		if !ok || e.ts < m {
+			tidx = tidx[:j]
+			break
+		}
+	}
+	return idx, tidx, nil
+}
+
+// TestActiveIndexRepairWhileAppending damages the active segment's index so that
+// reads rebuild it while producers keep appending to the same segment: every read
+// returns the right records, and after close the index files match the log.
+func TestActiveIndexRepairWhileAppending(t *testing.T) {
+	fx := newCorruptionFixture(t)
+	active := fx.bases[len(fx.bases)-1]
+	dir, pdir := fx.clone(t)
+	p := segmentPath(pdir, active, indexExt)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 4; i+4 <= len(b)-indexEntrySize; i += indexEntrySize { // all but the last entry
+		b[i] += 8
+	}
+	os.WriteFile(p, b, 0o644)
+	opts := corruptionOptions()
+	var logBuf syncBuffer
+	opts.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+	l := openTest(t, dir, opts)
+	tp, _ := l.Topic(corruptionTopic, TopicConfig{SegmentBytes: 1 << 20})
+	n := int64(len(fx.recs))
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 300; i++ {
+			if _, err := tp.Append(context.Background(), 0, []Record{{Value: bytes.Repeat([]byte{byte(i)}, 100+i)}}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		close(done)
+	}()
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(r), 3))
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				off := active + rng.Int64N(n-active)
+				recs, err := tp.Read(0, off, 512, nil)
+				if err != nil || len(recs) == 0 || !sameRecord(recs[0], fx.recs[off]) {
+					t.Errorf("read at %d: %d records, %v", off, len(recs), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := len(readAll(t, tp, 0)); got != int(n)+300 {
+		t.Fatalf("%d records, want %d", got, n+300)
+	}
+	l.Close()
+	if !strings.Contains(logBuf.String(), "rebuilt an index") {
+		t.Fatalf("no read rebuilt the damaged index:\n%s", logBuf.String())
+	}
+	checkIndexesOnDisk(t, pdir, "active index repaired while appending")
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers (a test logger's sink).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -71,17 +71,16 @@
 // files have no header and no checksum: they only speed up lookups, the log stays the
 // source of truth, and an index that does not fit the log is rebuilt from it:
 //   - At open, only the longest prefix of entries that grow and point inside the
-//     file is kept. Every kept entry of the active segment is then checked with one
-//     48-byte read: the batch header at its position must carry its offset, and its
-//     time entry must not be below that batch's largest timestamp. A closed segment's
-//     indexes are kept when their last entry names the segment's last batch and the
-//     time index names the same batches; otherwise the segment is scanned and both
-//     files are rewritten.
+//     file is kept. Of the active segment, open checks only the last entry it
+//     starts its tail scan from (see below). A closed segment's indexes are kept when
+//     their last entry names the segment's last batch and the time index names the
+//     same batches; otherwise the segment is scanned and both files are rewritten.
 //   - On read, the batch an entry points at must carry the entry's offset and pass
 //     its checksum, and a time lookup checks its start batch against its time entry.
-//     A closed segment whose entry fails this gets its indexes rebuilt by a scan (in
-//     memory and on disk) and the read is retried; the active segment's entries were
-//     all checked at open or made in memory, so a failure there is ErrCorrupt.
+//     When an entry fails this, the segment's indexes are rebuilt by a scan and the
+//     read is retried. For a closed segment the files are rewritten at once; for the
+//     active one the writer keeps the entries it made meanwhile and rewrites its files
+//     at its next index flush.
 //
 // # Reads
 //
@@ -110,9 +109,9 @@
 // check out (a torn write), and the cut is synced (not under FsyncNever, where it would
 // mean writing back all the dirty pages a killed process left). What was cut off is
 // logged with its offsets. The bytes
-// scanned this way are counted in vigil_log_recovery_scanned_bytes_total. Recovery
-// time therefore grows with the unsynced tail (and the active segment's index entries),
-// not with the log's size.
+// scanned this way are counted in vigil_log_recovery_scanned_bytes_total. Apart from
+// the index files, nothing else of the log is read. Recovery time therefore grows with
+// the unsynced tail, not with the log's size.
 //
 // A segment whose header is bad (a roll that crashed before the header reached the
 // disk, or a damaged header) gets a fresh header from its file name and its batches are

@@ -224,14 +224,11 @@ func sameRels(idx []indexEntry, tidx []timeEntry) bool {
 
 // recoverActive finds the last index entry of the active segment that points at a
 // valid batch (and has its time entry), and scans the log from there to its end,
-// truncating at the first torn or corrupt batch. Every index entry it keeps is checked
-// first with one header read: it must name the batch that starts at its position.
+// truncating at the first torn or corrupt batch. The entries before that one are
+// checked only when a read uses them (segment.read), so that open reads nothing of the
+// segment before its tail.
 func (pt *partition) recoverActive(s *segment, size int64) error {
 	idx, tidx, err := s.readIndexFiles(size)
-	if err != nil {
-		return err
-	}
-	idx, tidx, err = checkIndexEntries(s, idx, tidx, size)
 	if err != nil {
 		return err
 	}
@@ -260,37 +257,6 @@ func (pt *partition) recoverActive(s *segment, size int64) error {
 		return err
 	}
 	return s.rewriteIndexes()
-}
-
-// checkIndexEntries returns the longest prefix of the index whose every entry points
-// at a batch header naming the entry's offset, and the time entries that name those
-// entries' batches (with a timestamp no lower than the batch's own maximum).
-func checkIndexEntries(s *segment, idx []indexEntry, tidx []timeEntry, size int64) ([]indexEntry, []timeEntry, error) {
-	var hb [batchHeaderSize]byte
-	maxTS := make(map[uint32]int64, len(idx))
-	for i, e := range idx {
-		if int64(e.pos)+batchHeaderSize > size {
-			idx = idx[:i]
-			break
-		}
-		if _, err := s.f.ReadAt(hb[:], int64(e.pos)); err != nil {
-			return nil, nil, fmt.Errorf("cannot read batch header at %d: %w", e.pos, err)
-		}
-		h, err := parseBatchHeader(hb[:])
-		if err != nil || h.baseOffset != s.base+int64(e.rel) || int64(e.pos)+h.size() > size {
-			idx = idx[:i]
-			break
-		}
-		maxTS[e.rel] = h.maxTS
-	}
-	for j, e := range tidx {
-		m, ok := maxTS[e.rel]
-		if !ok || e.ts < m {
-			tidx = tidx[:j]
-			break
-		}
-	}
-	return idx, tidx, nil
 }
 
 // scanTail scans s from pos (where a batch with base offset expect starts) to size,
@@ -808,7 +774,7 @@ func (pt *partition) nextBase(base int64) int64 {
 // at least one batch if there is one. Every batch it passes is checked against the
 // offsets expected from the index entry it started at: in a strict (not compacted)
 // topic each batch starts where the previous one ended; in a compacted one offsets only
-// grow. A sealed segment whose index entry does not match the log gets its indexes
+// grow. A segment whose index entry does not match the log gets its indexes
 // rebuilt and the read is retried.
 func (s *segment) read(offset int64, maxBytes int, dst []Record, buf []byte, interval int64, strict bool, logger *slog.Logger) ([]Record, []byte, int64, error) {
 	n := len(dst)

@@ -40,12 +40,16 @@ type segment struct {
 	next  atomic.Int64 // offset after the last committed record
 	maxTS atomic.Int64 // largest committed timestamp; math.MinInt64 when empty
 
-	mu   sync.RWMutex // guards idx and tidx
+	mu   sync.RWMutex // guards idx, tidx and idxRewrite
 	idx  []indexEntry
 	tidx []timeEntry
+	// idxRewrite tells the writer that a reader replaced idx and tidx (repairIndex):
+	// its next flushIndexes rewrites the files from the start.
+	idxRewrite bool
 
-	// sealed is set once the segment is closed (no longer written); only then may a
-	// reader rebuild its indexes (repairIndex, serialised by repairMu).
+	// sealed is set once the segment is closed (no longer written): from then on a
+	// reader that rebuilds its indexes (repairIndex, serialised by repairMu) writes
+	// the index files itself.
 	sealed   atomic.Bool
 	repairMu sync.Mutex
 
@@ -238,6 +242,9 @@ func (s *segment) sealIndex() {
 func (s *segment) pendingIndexEntries() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if s.idxRewrite {
+		return len(s.idx)
+	}
 	return len(s.idx) - s.idxWritten
 }
 
@@ -247,9 +254,23 @@ func (s *segment) flushIndexes() error {
 	if s.idxFile == nil {
 		return nil
 	}
-	s.mu.RLock()
+	s.mu.Lock()
+	rewrite := s.idxRewrite
+	s.idxRewrite = false
+	if rewrite {
+		s.idxWritten, s.tidxWritten = 0, 0
+	}
 	tidx, idx := s.tidx[s.tidxWritten:], s.idx[s.idxWritten:]
-	s.mu.RUnlock()
+	s.mu.Unlock()
+	if rewrite {
+		// A reader rebuilt the indexes (repairIndex): the files start over.
+		if err := s.idxFile.Truncate(0); err != nil {
+			return fmt.Errorf("cannot truncate index: %w", err)
+		}
+		if err := s.tidxFile.Truncate(0); err != nil {
+			return fmt.Errorf("cannot truncate time index: %w", err)
+		}
+	}
 	if len(idx) == 0 && len(tidx) == 0 {
 		return nil
 	}
@@ -346,14 +367,12 @@ func (s *segment) lookup(off int64) (pos, batchBase int64) {
 // errIndexMismatch says that an index entry does not point at the batch it names.
 var errIndexMismatch = errors.New("index entry does not match the log")
 
-// repairIndex rebuilds the in-memory indexes of a sealed (closed) segment by scanning
-// it, after a lookup found an entry that does not match the log, and rewrites its index
-// files. Only closed segments loaded from disk can hold such entries: the active
-// segment's entries are all checked at open, and entries made in memory are right.
+// repairIndex rebuilds the in-memory indexes of the segment by scanning it, after a
+// lookup found an entry that does not match the log, and rewrites its index files.
+// Entries loaded from disk are checked only when a read uses them (see doc.go), so
+// this serves the active segment too: there the entries the writer added past the
+// scanned range are kept, and the writer rewrites its index files at its next flush.
 func (s *segment) repairIndex(interval int64, logger interface{ Warn(string, ...any) }) error {
-	if !s.sealed.Load() {
-		return fmt.Errorf("%w: active segment %d", errIndexMismatch, s.base)
-	}
 	s.repairMu.Lock()
 	defer s.repairMu.Unlock()
 	limit := s.size.Load()
@@ -362,9 +381,29 @@ func (s *segment) repairIndex(interval int64, logger interface{ Warn(string, ...
 		return fmt.Errorf("rebuild index of segment %d: %w", s.base, err)
 	}
 	logger.Warn("rebuilt an index that did not match its segment", "segment", s.base, "entries", len(idx))
+	sealed := s.sealed.Load()
 	s.mu.Lock()
+	if !sealed {
+		// Keep the entries the writer made for batches committed after the scan
+		// (past limit); it adds an index and a time entry together for each.
+		for i, e := range s.idx {
+			if int64(e.pos) >= limit {
+				idx = append(idx, s.idx[i:]...)
+				for _, te := range s.tidx {
+					if te.rel >= e.rel {
+						tidx = append(tidx, te)
+					}
+				}
+				break
+			}
+		}
+		s.idxRewrite = true
+	}
 	s.idx, s.tidx = idx, tidx
 	s.mu.Unlock()
+	if !sealed {
+		return nil
+	}
 	var ib, tb []byte
 	for _, e := range idx {
 		ib = appendIndexEntry(ib, e)
