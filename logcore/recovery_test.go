@@ -124,7 +124,6 @@ func TestRecoveryScansOnlyTheTail(t *testing.T) {
 		f.Close()
 	}
 	scanned, l, tp = scannedAtOpen()
-	defer l.Close()
 	if st := tp.Stats(0); st.EndOffset != int64(n) || st.StartOffset != 0 {
 		t.Fatalf("open scanned closed segments: bounds %+v, want [0, %d)", st, n)
 	}
@@ -134,6 +133,30 @@ func TestRecoveryScansOnlyTheTail(t *testing.T) {
 	// The damage is found when it is read, and reported as corruption.
 	if err := readAllErr(tp); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("reading across the garbage: %v, want ErrCorrupt", err)
+	}
+	l.Close()
+
+	// Nor is the active segment before its last index entry: garbage there goes
+	// unnoticed by Open too.
+	size, idx = activeFiles()
+	if len(idx) < 3 {
+		t.Fatalf("active segment has only %d index entries", len(idx))
+	}
+	f, err := os.OpenFile(segmentPath(pdir, bases[len(bases)-1], logExt), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xEE}, 64), int64(idx[len(idx)/2].pos)+10); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	scanned, l, tp = scannedAtOpen()
+	defer l.Close()
+	if st := tp.Stats(0); st.EndOffset != int64(n) {
+		t.Fatalf("open scanned the active segment before its tail: end %d, want %d", st.EndOffset, n)
+	}
+	if want := size - int64(idx[len(idx)-1].pos); scanned != want {
+		t.Fatalf("scanned %d bytes, want %d", scanned, want)
 	}
 }
 
