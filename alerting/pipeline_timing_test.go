@@ -56,3 +56,22 @@ receivers:
 	report("trigger", trig)
 	report("resolve", res)
 }
+
+// BenchmarkSendResend measures Send on its hot path: the rules re-sending 1000
+// firing alerts that are already known (merge and routing, no notification).
+func BenchmarkSendResend(b *testing.B) {
+	sink := newWebhookSink(b)
+	p, _ := newTestPipeline(b, hookConfig(sink.srv.URL, "  group_wait: 1h\n  group_by: [alertname, instance]", ""), nil)
+	start := time.Now()
+	as := make([]Alert, 1000)
+	for i := range as {
+		as[i] = alert(start, time.Time{}, "alertname=Resend", fmt.Sprintf("instance=%d", i), "job=bench")
+	}
+	send(b, p, as...)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		send(b, p, as...)
+	}
+	b.ReportMetric(float64(b.N*len(as))/b.Elapsed().Seconds(), "alerts/s")
+}
