@@ -63,7 +63,7 @@ type Options struct {
 // coordinator goroutine (Run's) merges sealed windows, emits them and checkpoints.
 //
 // Use: New, then Run until its context ends. Reload may be called concurrently with
-// Run. Stats and ActiveGroups are safe at any time.
+// Run; ActiveGroups at any time.
 type Engine struct {
 	opts    Options
 	metrics *engineMetrics
@@ -204,7 +204,7 @@ func (e *Engine) recover() error {
 				cr.lastEmitted = res.End
 			}
 			if err := e.appendStore(res); err != nil {
-				return fmt.Errorf("rollup: re-append window %s/%d to the store: %w", res.Rollup, res.End, err)
+				e.opts.Logger.Error("rollup: re-append a window to the query store failed", "rollup", res.Rollup, "window_end", res.End, "err", err)
 			}
 		}
 	}
@@ -242,7 +242,11 @@ func (e *Engine) appendStore(res *Result) error {
 	app := e.opts.Appendable.Appender(context.Background())
 	for i := range res.Series {
 		if _, err := app.Append(0, res.Series[i].Labels, res.End, res.Series[i].Value); err != nil {
-			if errors.Is(err, storage.ErrDuplicateSampleForTimestamp) {
+			if errors.Is(err, storage.ErrDuplicateSampleForTimestamp) || errors.Is(err, storage.ErrOutOfOrderSample) ||
+				errors.Is(err, storage.ErrOutOfBounds) || errors.Is(err, storage.ErrTooOldSample) {
+				// Already there (a re-append after a crash) or refused by the store's
+				// time bounds: the rollups topic still holds the value.
+				e.metrics.storeRejected.Inc()
 				continue
 			}
 			app.Rollback()
@@ -250,6 +254,16 @@ func (e *Engine) appendStore(res *Result) error {
 		}
 	}
 	return app.Commit()
+}
+
+// ActiveGroups returns the number of aggregation groups the partitions hold state for,
+// as of their last sweep (also the gauge vigil_rollup_active_groups).
+func (e *Engine) ActiveGroups() int {
+	n := 0
+	for i := range e.metrics.groups {
+		n += int(e.metrics.groups[i].Load())
+	}
+	return n
 }
 
 // Reload replaces the rollup definitions. Rules whose definition is unchanged keep

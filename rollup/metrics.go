@@ -14,25 +14,29 @@ type engineMetrics struct {
 	series     *metrics.Counter
 	suppressed *metrics.Counter
 	ckpts      *metrics.Counter
-	ckptErrs   *metrics.Counter
-	closeLat   *metrics.Histogram
-	ckptDur    *metrics.Histogram
+	// storeRejected counts output samples the query store refused as duplicates or out
+	// of its time bounds.
+	storeRejected *metrics.Counter
+	ckptErrs      *metrics.Counter
+	closeLat      *metrics.Histogram
+	ckptDur       *metrics.Histogram
 
 	groups []atomic.Int64 // active groups per partition
 }
 
 func newEngineMetrics(set *metrics.Set, partitions int) *engineMetrics {
 	m := &engineMetrics{
-		late:       set.GetOrCreateCounter(`vigil_rollup_late_samples_total`),
-		badBatches: set.GetOrCreateCounter(`vigil_rollup_bad_batches_total`),
-		windows:    set.GetOrCreateCounter(`vigil_rollup_windows_emitted_total`),
-		series:     set.GetOrCreateCounter(`vigil_rollup_series_emitted_total`),
-		suppressed: set.GetOrCreateCounter(`vigil_rollup_windows_deduplicated_total`),
-		ckpts:      set.GetOrCreateCounter(`vigil_rollup_checkpoints_total`),
-		ckptErrs:   set.GetOrCreateCounter(`vigil_rollup_checkpoint_errors_total`),
-		closeLat:   set.GetOrCreateHistogram(`vigil_rollup_emit_duration_seconds`),
-		ckptDur:    set.GetOrCreateHistogram(`vigil_rollup_checkpoint_duration_seconds`),
-		groups:     make([]atomic.Int64, partitions),
+		late:          set.GetOrCreateCounter(`vigil_rollup_late_samples_total`),
+		badBatches:    set.GetOrCreateCounter(`vigil_rollup_bad_batches_total`),
+		windows:       set.GetOrCreateCounter(`vigil_rollup_windows_emitted_total`),
+		series:        set.GetOrCreateCounter(`vigil_rollup_series_emitted_total`),
+		suppressed:    set.GetOrCreateCounter(`vigil_rollup_windows_deduplicated_total`),
+		ckpts:         set.GetOrCreateCounter(`vigil_rollup_checkpoints_total`),
+		storeRejected: set.GetOrCreateCounter(`vigil_rollup_store_rejected_samples_total`),
+		ckptErrs:      set.GetOrCreateCounter(`vigil_rollup_checkpoint_errors_total`),
+		closeLat:      set.GetOrCreateHistogram(`vigil_rollup_emit_duration_seconds`),
+		ckptDur:       set.GetOrCreateHistogram(`vigil_rollup_checkpoint_duration_seconds`),
+		groups:        make([]atomic.Int64, partitions),
 	}
 	set.GetOrCreateGauge(`vigil_rollup_active_groups`, func() float64 {
 		var n int64
