@@ -113,6 +113,9 @@ func (p *partition) restore(b []byte) error {
 	for _, rs := range p.rules {
 		ss := byName[rs.r.name]
 		if ss == nil || ss.Fingerprint != rs.r.fingerprint {
+			if ps.MaxT != noWatermark {
+				rs.sealed = rs.r.sealedBoundary(ps.MaxT - rs.r.lateness)
+			}
 			continue
 		}
 		rs.sealed, rs.sent = ss.Sealed, ss.Sent

@@ -120,13 +120,23 @@ func (p *partition) setRules(rules []*rule, old map[string]*ruleShard) {
 	for _, r := range rules {
 		rs := old[r.name]
 		if rs == nil || rs.r.fingerprint != r.fingerprint {
-			rs = &ruleShard{r: r, sealed: noWatermark, sent: noWatermark, groupIDs: map[string]int32{}, carries: map[uint64]carry{}}
+			rs = p.newShard(r)
 		}
 		rs.r = r
 		p.rules = append(p.rules, rs)
 		p.staleMax = max(p.staleMax, r.staleness+r.interval+r.lateness)
 	}
 	clear(p.series) // group ids of dropped shards are gone; the cache refills itself
+}
+
+// newShard returns an empty shard for r whose watermark starts at the partition's:
+// a rollup added at a reload treats input as late exactly as the others do.
+func (p *partition) newShard(r *rule) *ruleShard {
+	rs := &ruleShard{r: r, sealed: noWatermark, sent: noWatermark, groupIDs: map[string]int32{}, carries: map[uint64]carry{}}
+	if p.maxT != noWatermark {
+		rs.sealed = r.sealedBoundary(p.maxT - r.lateness)
+	}
+	return rs
 }
 
 // processBatch aggregates one record value (a sample batch) at input offset off. A
