@@ -259,7 +259,7 @@ func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, sk
 			continue
 		}
 		b.partition[i] = int32(p)
-		pe.parts[p].add(pe, s, nowMs)
+		pe.parts[p].add(s, nowMs)
 		res.Samples += len(s.Samples)
 		res.Histograms += len(s.Histograms)
 		res.Exemplars += len(s.Exemplars)
@@ -403,7 +403,8 @@ func (pe *partitionEncoders) reset() {
 	}
 }
 
-func (p *partEnc) add(_ *partitionEncoders, s *sample.Series, nowMs int64) {
+// add encodes s into the partition's current record, starting another past maxRecordBytes.
+func (p *partEnc) add(s *sample.Series, nowMs int64) {
 	if p.used == 0 || len(p.encs[p.used-1].Bytes()) >= maxRecordBytes {
 		if p.used == len(p.encs) {
 			p.encs = append(p.encs, new(sample.Encoder))
