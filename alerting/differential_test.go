@@ -142,8 +142,8 @@ func byGroup(ms []webhook.Message) map[string][]string {
 
 // TestDifferentialAlertmanager posts the same alerts, silence and resolutions to the
 // real Alertmanager and to the pipeline, with the same configuration (routes with
-// matchers, group_by, continue, inhibition), and compares the notifications each
-// group received, in order.
+// matchers, group_by, continue, inhibition, repeat_interval), and compares the
+// notifications each group received, in order.
 func TestDifferentialAlertmanager(t *testing.T) {
 	amSink, vSink := newWebhookSink(t), newWebhookSink(t)
 	cfg := func(url string) string {
@@ -153,7 +153,7 @@ route:
   group_by: [alertname]
   group_wait: 1s
   group_interval: 2s
-  repeat_interval: 1h
+  repeat_interval: 3s
   routes:
     - matchers: ['team="db"']
       group_by: [alertname, instance]
@@ -245,6 +245,10 @@ receivers:
 	}
 	// The scenario must have exercised what it is about.
 	all := strings.Join(append(flatten(am), flatten(v)...), "\n")
+	// An unchanged group is notified again after repeat_interval.
+	if rep := v[`{}/{team="db"}:{alertname="B", instance="2"}`]; len(rep) != 2 || rep[0] != rep[1] {
+		t.Errorf("no repeat of the unchanged group: %q", rep)
+	}
 	if strings.Contains(all, `alertname="C"`) {
 		t.Error("the silenced alert was notified")
 	}
