@@ -61,6 +61,7 @@ type LineError struct {
 	Input string // the first bad line, cut at 256 bytes
 }
 
+// Error summarizes the bad lines.
 func (e *LineError) Error() string {
 	return fmt.Sprintf("%d bad line(s); line %d: %v: %q", e.Bad, e.Line, e.Err, e.Input)
 }

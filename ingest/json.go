@@ -26,6 +26,7 @@ type jsonSample struct {
 
 type jsonValue float64
 
+// UnmarshalJSON reads a number, or a string strconv.ParseFloat accepts.
 func (v *jsonValue) UnmarshalJSON(b []byte) error {
 	if len(b) > 0 && b[0] == '"' {
 		var s string

@@ -58,6 +58,7 @@ var reasonNames = [numReasons]string{
 	ReasonUnauthorized:         "unauthorized",
 }
 
+// String is the reason label value, e.g. "duplicate_label".
 func (r Reason) String() string {
 	if r < numReasons {
 		return reasonNames[r]
@@ -115,7 +116,9 @@ type RequestError struct {
 	Err    error
 }
 
+// Error is "<reason>: <details>".
 func (e *RequestError) Error() string { return e.Reason.String() + ": " + e.Err.Error() }
+// Unwrap returns the details.
 func (e *RequestError) Unwrap() error { return e.Err }
 
 // Reject builds a RequestError.

@@ -30,6 +30,7 @@ const (
 
 var protocolNames = [numProtocols]string{"remote_write", "nats"}
 
+// String is the protocol label value: "remote_write" or "nats".
 func (p Protocol) String() string {
 	if p < numProtocols {
 		return protocolNames[p]
