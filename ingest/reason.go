@@ -118,6 +118,7 @@ type RequestError struct {
 
 // Error is "<reason>: <details>".
 func (e *RequestError) Error() string { return e.Reason.String() + ": " + e.Err.Error() }
+
 // Unwrap returns the details.
 func (e *RequestError) Unwrap() error { return e.Err }
 
