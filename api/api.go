@@ -65,7 +65,8 @@ func New(opts Options) *API {
 // /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels,
 // /api/v1/label/{name}/values and /api/v1/status/buildinfo; and, because Grafana's
 // Prometheus data source asks for them, /api/v1/metadata and /api/v1/query_exemplars,
-// answered as Prometheus answers with no metric metadata and no exemplar storage.
+// answered as Prometheus answers with no metric metadata and no exemplar storage, and
+// /api/v1/format_query (the query editor's "format query").
 func (a *API) Register(mux *http.ServeMux) {
 	for path, f := range map[string]Func{
 		"/api/v1/query":               a.query,
@@ -76,6 +77,7 @@ func (a *API) Register(mux *http.ServeMux) {
 		"/api/v1/status/buildinfo":    a.buildInfo,
 		"/api/v1/metadata":            a.metadata,
 		"/api/v1/query_exemplars":     a.queryExemplars,
+		"/api/v1/format_query":        a.formatQuery,
 	} {
 		h := Handler(f)
 		mux.Handle("GET "+path, h)
@@ -446,6 +448,14 @@ func (a *API) queryExemplars(r *http.Request) (any, annotations.Annotations, err
 		return nil, nil, nil
 	}
 	return []any{}, nil, nil
+}
+
+func (a *API) formatQuery(r *http.Request) (any, annotations.Annotations, error) {
+	expr, err := a.parser.ParseExpr(r.FormValue("query"))
+	if err != nil {
+		return nil, nil, BadParam(err, "query")
+	}
+	return expr.Pretty(0), nil, nil
 }
 
 func (a *API) buildInfo(*http.Request) (any, annotations.Annotations, error) {

@@ -151,6 +151,9 @@ func TestDifferentialAgainstReferencePrometheus(t *testing.T) {
 		compare(t, v.url, ref, "/api/v1/series", p, true)
 	}
 	compare(t, v.url, ref, "/api/v1/label/1bad/values", url.Values{}, false)
+	for _, q := range []string{`sum by (job) (rate(http_requests_total{code=~"5.."}[5m])) / ignoring(code) sum by (job) (rate(http_requests_total[5m]))`, `up`, `rate(`} {
+		compare(t, v.url, ref, "/api/v1/format_query", url.Values{"query": {q}}, true)
+	}
 	if t.Failed() {
 		return
 	}
