@@ -26,7 +26,20 @@ func TestParseErrors(t *testing.T) {
 	f("nats:\n  formats: {\"metrics.x\": csv}\n", "csv")
 	f("rollups:\n  - name: a\n    match: up\n    interval: 5s\n", "outputs")
 	f("rollups:\n  - {name: a, match: up, interval: 5s, outputs: [max]}\n  - {name: a, match: up, interval: 5s, outputs: [max]}\n", "duplicate name")
+	f("rollups:\n  - {name: a, match: 'up{', interval: 5s, outputs: [max]}\n", "series selector")
+	f("rollups:\n  - {name: a, match: up, interval: 5s, outputs: [maxx]}\n", `unknown output "maxx"`)
+	f("rollups:\n  - {name: a, match: up, interval: 5s, outputs: ['quantiles(2)']}\n", "quantile")
 	f("server:\n  tls:\n    cert_file: a\n", "together")
+}
+
+func TestRollupOutputsFlowSequence(t *testing.T) {
+	c, err := Parse([]byte("rollups:\n  - name: a\n    match: up\n    interval: 5s\n    outputs: [rate_sum, quantiles(0.5, 0.99), max]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Rollups[0].Outputs, "|"); got != "rate_sum|quantiles(0.5, 0.99)|max" {
+		t.Fatalf("outputs %q", got)
+	}
 }
 
 func TestParseDefaultsAndValues(t *testing.T) {

@@ -2,7 +2,12 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/prometheus/prometheus/promql/parser"
 )
 
 // RollupConfig is one streaming aggregation (see DESIGN.md "Rollups").
@@ -18,7 +23,26 @@ type RollupConfig struct {
 	Lateness Duration `yaml:"lateness"`
 }
 
+// JoinOutputs rejoins output specs that a YAML flow sequence split at the commas
+// between quantile levels: [max, quantiles(0.5, 0.99)] reads as "max", "quantiles(0.5",
+// "0.99)", and becomes "max", "quantiles(0.5, 0.99)".
+func JoinOutputs(outputs []string) []string {
+	var out []string
+	for i := 0; i < len(outputs); i++ {
+		o := strings.TrimSpace(outputs[i])
+		if strings.HasPrefix(o, "quantiles(") {
+			for !strings.HasSuffix(o, ")") && i+1 < len(outputs) {
+				i++
+				o += ", " + strings.TrimSpace(outputs[i])
+			}
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
 func (r *RollupConfig) validate() error {
+	r.Outputs = JoinOutputs(r.Outputs)
 	switch {
 	case r.Name == "":
 		return errors.New("name: must not be empty")
@@ -33,5 +57,39 @@ func (r *RollupConfig) validate() error {
 	case r.Lateness < 0:
 		return errors.New("lateness: must not be negative")
 	}
+	if _, err := parser.NewParser(parser.Options{}).ParseMetricSelector(r.Match); err != nil {
+		return fmt.Errorf("match: %q is not a PromQL series selector: %w", r.Match, err)
+	}
+	for _, o := range r.Outputs {
+		if err := validRollupOutput(o); err != nil {
+			return fmt.Errorf("outputs: %w", err)
+		}
+	}
 	return nil
+}
+
+// rollupOutputs are the output names the rollup engine knows (rollup/output.go; keep
+// the two in step), besides quantiles(φ, ...).
+var rollupOutputs = map[string]bool{
+	"total": true, "total_prometheus": true, "increase": true, "increase_prometheus": true,
+	"rate_sum": true, "rate_avg": true, "count_samples": true, "count_series": true,
+	"sum_samples": true, "avg": true, "min": true, "max": true, "last": true,
+	"stddev": true, "stdvar": true, "histogram_bucket": true,
+}
+
+func validRollupOutput(spec string) error {
+	s := strings.TrimSpace(spec)
+	if rollupOutputs[s] {
+		return nil
+	}
+	if strings.HasPrefix(s, "quantiles(") && strings.HasSuffix(s, ")") {
+		for _, a := range strings.Split(s[len("quantiles("):len(s)-1], ",") {
+			phi, err := strconv.ParseFloat(strings.TrimSpace(a), 64)
+			if err != nil || phi < 0 || phi > 1 {
+				return fmt.Errorf("%q: quantile %q must be a number in [0, 1]", spec, strings.TrimSpace(a))
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown output %q (known: total, increase, rate_sum, rate_avg, count_samples, count_series, sum_samples, avg, min, max, last, stddev, stdvar, quantiles(phi, ...), histogram_bucket)", spec)
 }

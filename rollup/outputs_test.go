@@ -231,3 +231,15 @@ func TestSketchBound(t *testing.T) {
 }
 
 func sortFloats(vs []float64) { slices.Sort(vs) }
+
+// TestSplitQuantilesOutput: the YAML flow sequence [max, quantiles(0.5, 0.99)] arrives
+// split at the comma; the rollup still has two outputs.
+func TestSplitQuantilesOutput(t *testing.T) {
+	r, err := compileRule(rc("a", `{__name__="m"}`, "5s", "", nil, nil, "max", "quantiles(0.5", "0.99)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.outputs) != 2 || r.outputs[1].suffix() != "quantiles" || len(r.outputs[1].(quantiles).phis) != 2 {
+		t.Fatalf("outputs %+v", r.outputs)
+	}
+}

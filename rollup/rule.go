@@ -86,7 +86,7 @@ func compileRule(c config.RollupConfig) (*rule, error) {
 		r.labels = cleanLabelList(c.Without)
 	}
 	seen := map[string]bool{}
-	for _, spec := range c.Outputs {
+	for _, spec := range config.JoinOutputs(c.Outputs) {
 		o, err := parseOutput(spec)
 		if err != nil {
 			return nil, fmt.Errorf("rollup %q: %w", c.Name, err)
