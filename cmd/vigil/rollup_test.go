@@ -24,7 +24,7 @@ func TestServeRollups(t *testing.T) {
     match: '{__name__="e2e_requests_total"}'
     interval: 1s
     by: [job]
-    outputs: [count_samples, max]
+    outputs: [count_samples, max, quantiles(0.5, 0.99)]
     lateness: 0s
 `), 0o644); err != nil {
 		t.Fatal(err)
@@ -61,7 +61,10 @@ func TestServeRollups(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, s := range m.Series {
-		got[s.Labels["__name__"]+"/"+s.Labels["job"]] = s.Value
+		got[s.Labels["__name__"]+"/"+s.Labels["job"]+s.Labels["quantile"]] = s.Value
+	}
+	if _, ok := got["e2e_requests_total:1s_by_job_quantiles/e2e0.99"]; !ok {
+		t.Fatalf("no quantile 0.99 series in %+v", m)
 	}
 	if got["e2e_requests_total:1s_by_job_count_samples/e2e"] != "3" || got["e2e_requests_total:1s_by_job_max/e2e"] != "12" {
 		t.Fatalf("window %+v, want count_samples 3 and max 12", m)
