@@ -50,12 +50,13 @@ func (p *Pipeline) Alerts(now time.Time) []APIAlert {
 	p.mu.Lock()
 	cfg := p.cfg
 	p.mu.Unlock()
+	srcs := sourcesAt(cfg.inhibitors, all, now)
 	out := make([]APIAlert, 0, len(all))
 	for _, a := range all {
 		if a.ResolvedAt(now) {
 			continue
 		}
-		out = append(out, p.apiAlert(cfg, a, all, now))
+		out = append(out, p.apiAlert(cfg, a, srcs, now))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Fingerprint < out[j].Fingerprint })
 	return out
@@ -67,6 +68,7 @@ func (p *Pipeline) Groups(now time.Time) []APIAlertGroup {
 	all := p.snapshotAlerts()
 	p.mu.Lock()
 	cfg := p.cfg
+	srcs := sourcesAt(cfg.inhibitors, all, now)
 	groups := make([]*aggrGroup, 0, len(p.groups))
 	for _, g := range p.groups {
 		groups = append(groups, g)
@@ -78,7 +80,7 @@ func (p *Pipeline) Groups(now time.Time) []APIAlertGroup {
 		g.mu.Lock()
 		for _, a := range g.alerts {
 			if !a.ResolvedAt(now) {
-				ag.Alerts = append(ag.Alerts, p.apiAlert(cfg, a, all, now))
+				ag.Alerts = append(ag.Alerts, p.apiAlert(cfg, a, srcs, now))
 			}
 		}
 		g.mu.Unlock()
@@ -97,7 +99,7 @@ func (p *Pipeline) Groups(now time.Time) []APIAlertGroup {
 	return out
 }
 
-func (p *Pipeline) apiAlert(cfg *Config, a *amalert.Alert, all map[model.Fingerprint]*amalert.Alert, now time.Time) APIAlert {
+func (p *Pipeline) apiAlert(cfg *Config, a *amalert.Alert, srcs inhibitSources, now time.Time) APIAlert {
 	out := APIAlert{
 		Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: a.EndsAt,
 		UpdatedAt: a.UpdatedAt, GeneratorURL: a.GeneratorURL, Fingerprint: a.Fingerprint().String(),
@@ -114,7 +116,7 @@ func (p *Pipeline) apiAlert(cfg *Config, a *amalert.Alert, all map[model.Fingerp
 	if ids := p.silences.MutedBy(a.Labels, now); len(ids) > 0 {
 		out.Status.SilencedBy = ids
 	}
-	if fp, ok := inhibitedBy(cfg.inhibitors, a.Labels, all, now); ok {
+	if fp, ok := srcs.inhibited(cfg.inhibitors, a.Labels); ok {
 		out.Status.InhibitedBy = []string{fp.String()}
 	}
 	if len(out.Status.SilencedBy)+len(out.Status.InhibitedBy) > 0 {

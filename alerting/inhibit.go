@@ -42,38 +42,56 @@ func newInhibitRule(cr amcommoncfg.InhibitRule) *inhibitRule {
 	return r
 }
 
-// inhibited reports whether lset is muted by any rule given every alert known
-// (firing or not; resolved ones are ignored as sources). An alert matching both
-// sides of a rule is not inhibited by alerts that also match both sides, exactly as
-// in Alertmanager, so that such alerts do not mute each other.
-func inhibited(rules []*inhibitRule, lset model.LabelSet, all map[model.Fingerprint]*amalert.Alert, now time.Time) bool {
-	_, ok := inhibitedBy(rules, lset, all, now)
-	return ok
+// inhibitSources holds, per inhibit rule, the alerts firing at one instant that
+// match the rule's source side: computed once per flush, then checked per alert.
+type inhibitSources [][]inhibitSource
+
+type inhibitSource struct {
+	fp       model.Fingerprint
+	labels   model.LabelSet
+	isTarget bool // also matches the rule's target side
 }
 
-// inhibitedBy is inhibited, also naming the inhibiting alert.
-func inhibitedBy(rules []*inhibitRule, lset model.LabelSet, all map[model.Fingerprint]*amalert.Alert, now time.Time) (model.Fingerprint, bool) {
-	for _, r := range rules {
-		if !r.target.Matches(lset) {
+// sourcesAt collects the inhibiting alerts of every rule among all at now (resolved
+// alerts inhibit nothing).
+func sourcesAt(rules []*inhibitRule, all map[model.Fingerprint]*amalert.Alert, now time.Time) inhibitSources {
+	out := make(inhibitSources, len(rules))
+	for fp, a := range all {
+		if a.ResolvedAt(now) {
+			continue
+		}
+		for i, r := range rules {
+			if r.source.Matches(a.Labels) {
+				out[i] = append(out[i], inhibitSource{fp: fp, labels: a.Labels, isTarget: r.target.Matches(a.Labels)})
+			}
+		}
+	}
+	return out
+}
+
+// inhibited reports whether lset is muted by a rule, and by which alert. An alert
+// matching both sides of a rule is not inhibited by alerts that also match both
+// sides, exactly as in Alertmanager, so that such alerts do not mute each other. A
+// label in `equal` missing on both sides counts as equal, as there.
+func (srcs inhibitSources) inhibited(rules []*inhibitRule, lset model.LabelSet) (model.Fingerprint, bool) {
+	for i, r := range rules {
+		if len(srcs[i]) == 0 || !r.target.Matches(lset) {
 			continue
 		}
 		twoSided := r.source.Matches(lset)
-		for fp, src := range all {
-			if src.ResolvedAt(now) || !r.source.Matches(src.Labels) {
-				continue
-			}
-			if twoSided && r.target.Matches(src.Labels) {
+		for _, src := range srcs[i] {
+			if twoSided && src.isTarget {
 				continue
 			}
 			eq := true
 			for _, ln := range r.equal {
-				if src.Labels[ln] != lset[ln] {
+				if src.labels[ln] != lset[ln] {
 					eq = false
 					break
 				}
 			}
 			if eq {
-				return fp, true
+				return src.fp, true
 			}
 		}
 	}

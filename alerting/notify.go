@@ -22,10 +22,10 @@ func (p *Pipeline) notify(g *aggrGroup, alerts amalert.AlertSlice, now time.Time
 	opts := &g.route.RouteOpts
 
 	if len(cfg.inhibitors) > 0 {
-		all := p.snapshotAlerts()
+		srcs := p.inhibitSources(cfg, now)
 		kept := alerts[:0:0]
 		for _, a := range alerts {
-			if inhibited(cfg.inhibitors, a.Labels, all, now) {
+			if _, ok := srcs.inhibited(cfg.inhibitors, a.Labels); ok {
 				p.metrics.suppressed("inhibition").Inc()
 				continue
 			}

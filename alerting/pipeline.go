@@ -398,7 +398,7 @@ func (p *Pipeline) gcAlerts(now time.Time) {
 	}
 }
 
-// snapshotAlerts returns the known alerts for inhibition.
+// snapshotAlerts returns a copy of the map of known alerts.
 func (p *Pipeline) snapshotAlerts() map[model.Fingerprint]*amalert.Alert {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -407,4 +407,11 @@ func (p *Pipeline) snapshotAlerts() map[model.Fingerprint]*amalert.Alert {
 		m[fp] = a
 	}
 	return m
+}
+
+// inhibitSources collects the inhibiting alerts of cfg's rules at now.
+func (p *Pipeline) inhibitSources(cfg *Config, now time.Time) inhibitSources {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return sourcesAt(cfg.inhibitors, p.alerts, now)
 }
