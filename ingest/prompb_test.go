@@ -276,7 +276,7 @@ func TestDecodeErrors(t *testing.T) {
 	f(false, []byte{0x0a}, "truncated")
 	f(false, []byte{0x08, 0x01}, "wire type 0, want 2")
 	f(false, []byte{0x0a, 0x02, 0x12, 0x01}, "timeseries[0]")
-	f(false, []byte{0x00}, "field number 0")
+	f(false, []byte{0x00}, "field number 0 out of range")
 	f(false, []byte{0x0b}, "unsupported wire type 3")
 	f(true, []byte{0x22, 0x01, 'x'}, "symbols[0] must be the empty string")
 	// symbols "", "a"; series labels_refs [0, 5]
@@ -361,7 +361,13 @@ func FuzzDecodeV2(f *testing.F) {
 	f.Fuzz(func(t *testing.T, buf []byte) {
 		var b Batch
 		var d V2Decoder
-		if _, err := d.Decode(&b, buf); err != nil {
+		_, err := d.Decode(&b, buf)
+		var ref writev2.Request
+		refErr := ref.Unmarshal(buf)
+		if refErr != nil && err == nil {
+			t.Fatalf("writev2 fails (%v) but the parser accepts", refErr)
+		}
+		if err != nil {
 			return
 		}
 		for _, s := range b.Series {
@@ -370,6 +376,9 @@ func FuzzDecodeV2(f *testing.F) {
 					t.Fatalf("label %q=%q not from the input", l.Name, l.Value)
 				}
 			}
+		}
+		if got, want := batchText(&b), v2Text(t, &ref); got != want && !histogramReencodes(&b) {
+			t.Fatalf("differs:\ngot:\n%s\nwant:\n%s", got, want)
 		}
 	})
 }

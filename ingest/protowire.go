@@ -31,10 +31,10 @@ func (r *pbReader) next() (field uint32, wt uint8, v uint64, data []byte, err er
 	if err != nil {
 		return 0, 0, 0, nil, err
 	}
-	field, wt = uint32(tag>>3), uint8(tag&7)
-	if field == 0 {
-		return 0, 0, 0, nil, errors.New("field number 0")
+	if tag>>3 == 0 || tag>>3 > 1<<29-1 {
+		return 0, 0, 0, nil, fmt.Errorf("field number %d out of range", tag>>3)
 	}
+	field, wt = uint32(tag>>3), uint8(tag&7)
 	switch wt {
 	case wireVarint:
 		v, err = r.uvarint()
