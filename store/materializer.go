@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
@@ -523,7 +524,7 @@ func (w *batchWriter) write(ctx context.Context, recs []logcore.Record) (int64, 
 			s := w.dec.Series()
 			var name []byte
 			for _, l := range s.Labels {
-				if string(l.Name) == labels.MetricName {
+				if string(l.Name) == model.MetricNameLabel {
 					name = l.Value
 					break
 				}

@@ -256,7 +256,7 @@ type notifyingAppender struct {
 }
 
 func (a *notifyingAppender) note(l labels.Labels) {
-	name := l.Get(labels.MetricName)
+	name := l.Get(model.MetricNameLabel)
 	if _, ok := a.seen[name]; !ok && name != "" {
 		a.seen[name] = struct{}{}
 		a.names = append(a.names, name)
