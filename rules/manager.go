@@ -574,6 +574,7 @@ func (m *Manager) notify(ctx context.Context, g *Group, r *AlertingRule, alerts 
 			StartsAt:     a.FiredAt,
 			EndsAt:       a.ResolvedAt,
 			GeneratorURL: gen,
+			ValidUntil:   a.ValidUntil,
 		})
 	}
 	m.notified.Add(len(out))
