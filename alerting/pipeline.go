@@ -311,12 +311,20 @@ func (p *Pipeline) Reload(cfg *Config) error {
 	for _, g := range old {
 		g.stop()
 	}
+	p.mu.Unlock()
+	// Let flushes in progress finish (and log what they sent) before the new groups
+	// look at the notification log, so that nothing goes out twice.
+	for _, g := range old {
+		g.flushMu.Lock()
+		g.flushMu.Unlock()
+	}
+	p.outbox.reconfigure(cfg)
+	p.mu.Lock()
 	now := time.Now()
 	for _, a := range p.alerts {
 		p.routeLocked(a, now)
 	}
 	p.mu.Unlock()
-	p.outbox.reconfigure(cfg)
 	return nil
 }
 
