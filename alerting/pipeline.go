@@ -203,9 +203,9 @@ func (p *Pipeline) Silences() *Silences { return p.silences }
 // alert (by label set) as Alertmanager merges alerts posted to it, then routed into
 // its aggregation groups. A firing alert (zero EndsAt) resolves by itself at its
 // ValidUntil, or global.resolve_timeout after it was sent when that is zero, unless
-// sent again. Send never blocks on delivery; re-sending
-// an alert is harmless. It fails only for invalid alerts (each is skipped, the others
-// are taken) or after Close.
+// sent again. Send never waits for delivery; re-sending an alert is harmless. It
+// fails for invalid alerts (each is skipped, the others are taken), when the alerts
+// topic cannot be written (the alerts are routed all the same), and after Close.
 func (p *Pipeline) Send(ctx context.Context, as []Alert) error {
 	if err := ctx.Err(); err != nil {
 		return err
