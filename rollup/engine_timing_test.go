@@ -70,7 +70,7 @@ func BenchmarkAggregate100kSeries4Outputs(b *testing.B) {
 			b.StartTimer()
 		}
 		for _, batch := range rounds[round%10] {
-			p.processBatch(off, batch)
+			p.processBatch(off, 0, batch)
 			off++
 			se.deliver(0)
 		}
@@ -105,7 +105,7 @@ func BenchmarkBytesPerGroup(b *testing.B) {
 				runtime.ReadMemStats(&before)
 				se := newSyncEngine(b, 1, rc("r", `{__name__="http_requests_total"}`, "10s", "1s", by, nil, tc.outputs...))
 				for j, batch := range batches {
-					se.parts[0].processBatch(int64(j), batch)
+					se.parts[0].processBatch(int64(j), 0, batch)
 				}
 				runtime.GC()
 				runtime.ReadMemStats(&after)
@@ -161,11 +161,11 @@ func BenchmarkWindowCloseToQueryable(b *testing.B) {
 		b.StopTimer()
 		ts := base + int64(i)*1000
 		batches = benchBatches(1000, 1000, ts, batches) // 1000 series, 100 groups
-		p.processBatch(int64(i), batches[0])
+		p.processBatch(int64(i), 0, batches[0])
 		next := benchBatches(1, 1, ts+1000, nil)
 		b.StartTimer()
 		t0 := time.Now()
-		p.processBatch(int64(i), next[0]) // moves the watermark past the window's end
+		p.processBatch(int64(i), 0, next[0]) // moves the watermark past the window's end
 		for _, m := range p.collect(nil) {
 			if err := e.coord.handle(&m); err != nil {
 				b.Fatal(err)

@@ -243,3 +243,24 @@ func TestSplitQuantilesOutput(t *testing.T) {
 		t.Fatalf("outputs %+v", r.outputs)
 	}
 }
+
+// TestFutureSample: a sample stamped in the future (ahead of its record's append time)
+// is aggregated, but does not move the watermark, so the samples after it are in time.
+func TestFutureSample(t *testing.T) {
+	se := newSyncEngine(t, 1, rc("r", `{__name__="g"}`, "10s", "2s", nil, nil, "count_samples"))
+	se.pushAppended(0, `g`, 1000, 1, 1500)
+	se.pushAppended(0, `g`, 600_000, 1, 1600) // ten minutes ahead
+	se.pushAppended(0, `g`, 2000, 1, 2100)
+	se.pushAppended(0, `g`, 15000, 1, 15100)
+	se.idle(1_000_000)
+	want := `{__name__="g:10s_count_samples"} 2 @10000
+{__name__="g:10s_count_samples"} 1 @20000
+{__name__="g:10s_count_samples"} 1 @610000
+`
+	if got := se.out(); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	if n := se.m.late.Get(); n != 0 {
+		t.Errorf("%d late samples, want 0", n)
+	}
+}

@@ -24,6 +24,7 @@ type partition struct {
 	// staleMax is how long a series may be silent before its cache entry is dropped.
 	staleMax int64
 	sweepAt  int64
+	appendMs int64 // append time of the record being processed
 
 	dec     sample.Decoder
 	sb      labels.ScratchBuilder
@@ -139,10 +140,16 @@ func (p *partition) newShard(r *rule) *ruleShard {
 	return rs
 }
 
-// processBatch aggregates one record value (a sample batch) at input offset off. A
-// batch that does not decode is counted and skipped.
-func (p *partition) processBatch(off int64, value []byte) {
+// processBatch aggregates one record value (a sample batch) at input offset off,
+// appended to the log at appendMs (0: unknown). A batch that does not decode is
+// counted and skipped.
+//
+// A sample moves the watermark by at most its record's append time, so a sample from
+// the future (a skewed client clock) is aggregated but does not make the real samples
+// after it late. The append time is in the log, so a replay decides the same.
+func (p *partition) processBatch(off, appendMs int64, value []byte) {
 	p.offset = off + 1
+	p.appendMs = appendMs
 	if err := p.dec.Reset(value); err != nil {
 		p.metrics.badBatches.Inc()
 		return
@@ -182,6 +189,9 @@ func (p *partition) push(e *seriesEntry, h uint64, t int64, v float64) {
 		if !rs.push(m.group, h, t, v) {
 			p.metrics.late.Inc()
 		}
+	}
+	if p.appendMs > 0 && t > p.appendMs {
+		t = p.appendMs
 	}
 	if t > p.maxT {
 		p.maxT = t

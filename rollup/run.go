@@ -71,7 +71,7 @@ func (w *worker) run(ctx context.Context, out chan<- partMsg) {
 		switch {
 		case err == nil:
 			for i := range recs {
-				w.p.processBatch(recs[i].Offset, recs[i].Value)
+				w.p.processBatch(recs[i].Offset, recs[i].Timestamp, recs[i].Value)
 			}
 		case ctx.Err() != nil:
 			return

@@ -45,6 +45,12 @@ func newSyncEngine(t testing.TB, parts int, cfgs ...config.RollupConfig) *syncEn
 // ("name{l="v"}") to partition p, then delivers the partition's reports.
 func (se *syncEngine) push(p int, series string, t int64, v float64) {
 	se.t.Helper()
+	se.pushAppended(p, series, t, v, 0)
+}
+
+// pushAppended is push for a record appended to the log at appendMs.
+func (se *syncEngine) pushAppended(p int, series string, t int64, v float64, appendMs int64) {
+	se.t.Helper()
 	ls, err := parseSeries(series)
 	if err != nil {
 		se.t.Fatal(err)
@@ -56,7 +62,7 @@ func (se *syncEngine) push(p int, series string, t int64, v float64) {
 	s.Samples = []sample.Sample{{T: t, V: v}}
 	se.enc.Reset()
 	se.enc.AppendSeries(&s)
-	se.parts[p].processBatch(se.off[p], se.enc.Bytes())
+	se.parts[p].processBatch(se.off[p], appendMs, se.enc.Bytes())
 	se.off[p]++
 	se.deliver(p)
 }
