@@ -71,7 +71,10 @@ func openFileTopic(l *FileLog, name string, cfg TopicConfig) (*fileTopic, error)
 	if full.SegmentBytes < segmentHeaderSize+batchHeaderSize+1 {
 		return nil, fmt.Errorf("topic %s: segment size %d is too small", name, full.SegmentBytes)
 	}
-	if err := t.store(full); err != nil {
+	if err == nil && full == stored {
+		// Unchanged: no rewrite (and no fsync of the file and its directory) at open.
+		t.cfg.Store(&full)
+	} else if err := t.store(full); err != nil {
 		return nil, err
 	}
 	policy := l.opts.Fsync
