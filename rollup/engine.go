@@ -35,7 +35,7 @@ type Options struct {
 	// Appendable, if set, receives every emitted output sample (the query store).
 	Appendable storage.Appendable
 	// OnResult, if set, is called with every emitted window after it is durable in
-	// Results and in Appendable (for live consumers such as NATS). It runs on the
+	// Results and written to Appendable (for live consumers such as NATS). It runs on the
 	// engine's emitting goroutine: it must not block for long. After a crash the last
 	// windows before it may be passed again; the rollups topic never repeats them.
 	OnResult func(*Result)
@@ -308,8 +308,9 @@ func (e *Engine) applyRules(rules []*rule) {
 }
 
 // Run consumes the samples topic until ctx ends, then checkpoints and returns. It
-// returns early on an error it cannot recover from (the rollups topic or the
-// checkpoint directory failing).
+// returns early on an error it cannot recover from (appending to the rollups topic, or
+// reading a samples partition); a failed checkpoint is logged and counted
+// (vigil_rollup_checkpoint_errors_total) and retried at the next interval.
 func (e *Engine) Run(ctx context.Context) error {
 	e.runMu.Lock()
 	defer e.runMu.Unlock()

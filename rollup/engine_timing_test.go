@@ -43,9 +43,13 @@ func benchBatches(n, per int, ts int64, dst [][]byte) [][]byte {
 // (one core): 100k series, grouped by job, outputs sum_samples, count_samples, max,
 // rate_sum, 10s windows sealed and merged as the scrape rounds advance.
 func BenchmarkAggregate100kSeries4Outputs(b *testing.B) {
+	b.Run("with_rate_sum", func(b *testing.B) { benchAggregate(b, "sum_samples", "count_samples", "max", "rate_sum") })
+	b.Run("gauges_only", func(b *testing.B) { benchAggregate(b, "sum_samples", "count_samples", "max", "min") })
+}
+
+func benchAggregate(b *testing.B, outputs ...string) {
 	const n = 100_000
-	se := newSyncEngine(b, 1, rc("r", `{__name__="http_requests_total"}`, "10s", "1s", []string{"job"}, nil,
-		"sum_samples", "count_samples", "max", "rate_sum"))
+	se := newSyncEngine(b, 1, rc("r", `{__name__="http_requests_total"}`, "10s", "1s", []string{"job"}, nil, outputs...))
 	se.coord.emit = func(*Result) error { return nil }
 	rounds := make([][][]byte, 10)
 	base := int64(1_700_000_000_000)
@@ -190,4 +194,29 @@ func BenchmarkWindowCloseToQueryable(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkCheckpoint100kSeries is the cost of one partition's checkpoint snapshot
+// (the time the partition pauses) with 100k series in 100 groups and one open window,
+// for sum/count/max and for rate_sum (which keeps per-series samples).
+func BenchmarkCheckpoint100kSeries(b *testing.B) {
+	for _, outputs := range [][]string{{"sum_samples", "count_samples", "max"}, {"rate_sum"}} {
+		b.Run(outputs[0], func(b *testing.B) {
+			se := newSyncEngine(b, 1, rc("r", `{__name__="http_requests_total"}`, "10s", "1s", []string{"job"}, nil, outputs...))
+			for j, batch := range benchBatches(100_000, 1000, 1_700_000_000_000, nil) {
+				se.parts[0].processBatch(int64(j), 0, batch)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			var n int
+			for i := 0; i < b.N; i++ {
+				data, err := se.parts[0].snapshot()
+				if err != nil {
+					b.Fatal(err)
+				}
+				n = len(data)
+			}
+			b.ReportMetric(float64(n), "bytes")
+		})
+	}
 }
