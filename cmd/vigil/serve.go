@@ -99,22 +99,42 @@ A flag wins over the config file.
 Flags:
 `
 
+// printServeUsage prints the serve usage with flags in their documented --name form.
+func printServeUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, serveUsage)
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, usage)
+		if f.DefValue != "" && f.DefValue != "0" {
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+}
+
 func serveCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, serveUsage)
-		fs.PrintDefaults()
-	}
+	helpOut := stderr
+	fs.Usage = func() { printServeUsage(helpOut, fs) }
 	def := config.Default()
-	configFile := fs.String("config", "", "configuration file (vigil.yaml); see vigil.example.yaml")
-	dataDir := fs.String("data-dir", def.DataDir, "directory for the log, the query store and all state (config: data_dir)")
-	listen := fs.String("listen", def.Server.Listen, "HTTP listen address (config: server.listen)")
-	natsListen := fs.String("nats-listen", def.NATS.Listen, "embedded NATS server address (config: nats.listen)")
-	natsURL := fs.String("nats-url", "", "external NATS server URL; no embedded server is started (config: nats.url)")
-	partitions := fs.Int("partitions", def.Log.Partitions, "partitions of the samples topic (config: log.partitions)")
-	fsync := fs.String("fsync", def.Log.Fsync, "fsync policy: always, interval or never (config: log.fsync)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	configFile := fs.String("config", "", "configuration `FILE` (vigil.yaml); see vigil.example.yaml")
+	dataDir := fs.String("data-dir", def.DataDir, "`DIR` for the log, the query store and all state (config: data_dir)")
+	listen := fs.String("listen", def.Server.Listen, "HTTP listen `ADDR` (config: server.listen)")
+	natsListen := fs.String("nats-listen", def.NATS.Listen, "embedded NATS server `ADDR` (config: nats.listen)")
+	natsURL := fs.String("nats-url", "", "external NATS server `URL`; no embedded server is started (config: nats.url)")
+	partitions := fs.Int("partitions", def.Log.Partitions, "`N` partitions of the samples topic (config: log.partitions)")
+	fsync := fs.String("fsync", def.Log.Fsync, "fsync `POLICY`: always, interval or never (config: log.fsync)")
+	logLevel := fs.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" {
+			helpOut = stdout // asked for: the usage is the output, not an error
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
