@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vigilhq/vigil/config"
+	"github.com/vigilhq/vigil/httpauth"
 	"github.com/vigilhq/vigil/logcore"
 	"github.com/vigilhq/vigil/rollup"
 	"github.com/vigilhq/vigil/rules"
@@ -217,11 +218,19 @@ func (s *server) run(ctx context.Context) error {
 	}()
 
 	s.registerCoreRoutes()
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn)}
+	handler, err := s.guardedHandler()
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := httpauth.TLSConfig(s.cfg.Server.TLS)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: handler, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() {
-		if s.cfg.Server.TLS.CertFile != "" {
-			serveErr <- srv.ServeTLS(httpLn, s.cfg.Server.TLS.CertFile, s.cfg.Server.TLS.KeyFile)
+		if tlsCfg != nil {
+			serveErr <- srv.ServeTLS(httpLn, "", "")
 		} else {
 			serveErr <- srv.Serve(httpLn)
 		}
@@ -384,6 +393,32 @@ func (s *server) registerCoreRoutes() {
 	s.mux.HandleFunc("GET /api/v1/status/log", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, logcore.StatusOf(s.log))
 	})
+}
+
+// guardedHandler is s.mux behind server.auth (reloaded with the config): every
+// endpoint but the health and readiness probes needs the credentials when auth is set.
+func (s *server) guardedHandler() (http.Handler, error) {
+	auth, err := httpauth.New(s.cfg.Server.Auth)
+	if err != nil {
+		return nil, err
+	}
+	var current atomic.Pointer[httpauth.Authenticator]
+	current.Store(auth)
+	s.onReload("server auth", func(c *config.Config) error {
+		a, err := httpauth.New(c.Server.Auth)
+		if err != nil {
+			return err
+		}
+		current.Store(a)
+		return nil
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/-/healthy" || r.URL.Path == "/-/ready" {
+			s.mux.ServeHTTP(w, r)
+			return
+		}
+		current.Load().Wrap(s.mux, nil).ServeHTTP(w, r)
+	}), nil
 }
 
 func (s *server) natsURL() string {

@@ -249,3 +249,50 @@ func TestReadyLogLine(t *testing.T) {
 	}
 	t.Fatalf("no ready line with partitions=3:\n%s", p.stderr.String())
 }
+
+// TestServeAuthGuardsEveryEndpoint checks that server.auth protects the whole API
+// (queries, status, metrics, writes), not only remote-write, while the health and
+// readiness probes stay open, and that the token never appears in the log.
+func TestServeAuthGuardsEveryEndpoint(t *testing.T) {
+	dir := t.TempDir()
+	const token = "s3cret-token-for-test"
+	cfg := filepath.Join(dir, "vigil.yaml")
+	if err := os.WriteFile(cfg, []byte("server:\n  auth:\n    bearer_token_env: VIGIL_TEST_TOKEN\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VIGIL_TEST_TOKEN", token)
+	p := startVigil(t, dir, "--config", cfg)
+	do := func(path, tok string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+p.addr+path, nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, path := range []string{"/api/v1/status/log", "/metrics", "/api/v1/query?query=1", "/api/v1/labels"} {
+		if code := do(path, ""); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d, want 401", path, code)
+		}
+		if code := do(path, "wrong"); code != http.StatusUnauthorized {
+			t.Errorf("GET %s with a wrong token: %d, want 401", path, code)
+		}
+		if code := do(path, token); code != http.StatusOK {
+			t.Errorf("GET %s with the token: %d, want 200", path, code)
+		}
+	}
+	for _, path := range []string{"/-/healthy", "/-/ready"} {
+		if code := do(path, ""); code != http.StatusOK {
+			t.Errorf("GET %s without a token: %d, want 200", path, code)
+		}
+	}
+	if strings.Contains(p.stderr.String(), token) {
+		t.Fatalf("the token appears in the log:\n%s", p.stderr.String())
+	}
+}
