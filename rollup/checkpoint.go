@@ -173,39 +173,44 @@ func (c *coordinator) restore(b []byte) error {
 	return nil
 }
 
-// writeCheckpoint writes d atomically into dir.
-func writeCheckpoint(dir string, d *checkpointData) error {
-	var body bytes.Buffer
-	if err := gob.NewEncoder(&body).Encode(d); err != nil {
-		return fmt.Errorf("encode checkpoint: %w", err)
-	}
-	buf := make([]byte, 0, 20+body.Len())
-	buf = append(buf, checkpointMagic...)
-	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(body.Bytes(), castagnoli))
-	buf = binary.LittleEndian.AppendUint64(buf, uint64(body.Len()))
-	buf = append(buf, body.Bytes()...)
+// writeCheckpoint writes d atomically into dir and returns the file's size.
+func writeCheckpoint(dir string, d *checkpointData) (int, error) {
+	n := 0
+	err := func() error {
+		var body bytes.Buffer
+		if err := gob.NewEncoder(&body).Encode(d); err != nil {
+			return fmt.Errorf("encode checkpoint: %w", err)
+		}
+		buf := make([]byte, 0, 20+body.Len())
+		buf = append(buf, checkpointMagic...)
+		buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(body.Bytes(), castagnoli))
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(body.Len()))
+		buf = append(buf, body.Bytes()...)
 
-	tmp := filepath.Join(dir, checkpointName+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("create checkpoint %s: %w", tmp, err)
-	}
-	if _, err := f.Write(buf); err != nil {
-		f.Close()
-		return fmt.Errorf("write checkpoint %s (%d bytes): %w", tmp, len(buf), err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync checkpoint %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close checkpoint %s: %w", tmp, err)
-	}
-	final := filepath.Join(dir, checkpointName)
-	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("rename checkpoint to %s: %w", final, err)
-	}
-	return syncDir(dir)
+		tmp := filepath.Join(dir, checkpointName+".tmp")
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("create checkpoint %s: %w", tmp, err)
+		}
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return fmt.Errorf("write checkpoint %s (%d bytes): %w", tmp, len(buf), err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("sync checkpoint %s: %w", tmp, err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("close checkpoint %s: %w", tmp, err)
+		}
+		final := filepath.Join(dir, checkpointName)
+		if err := os.Rename(tmp, final); err != nil {
+			return fmt.Errorf("rename checkpoint to %s: %w", final, err)
+		}
+		n = len(buf)
+		return syncDir(dir)
+	}()
+	return n, err
 }
 
 func syncDir(dir string) error {

@@ -21,7 +21,9 @@ type engineMetrics struct {
 	closeLat      *metrics.Histogram
 	ckptDur       *metrics.Histogram
 
-	groups []atomic.Int64 // active groups per partition
+	groups    []atomic.Int64 // active groups per partition
+	cached    []atomic.Int64 // cached input series per partition
+	ckptBytes atomic.Int64   // size of the last checkpoint
 }
 
 func newEngineMetrics(set *metrics.Set, partitions int) *engineMetrics {
@@ -37,7 +39,16 @@ func newEngineMetrics(set *metrics.Set, partitions int) *engineMetrics {
 		closeLat:      set.GetOrCreateHistogram(`vigil_rollup_emit_duration_seconds`),
 		ckptDur:       set.GetOrCreateHistogram(`vigil_rollup_checkpoint_duration_seconds`),
 		groups:        make([]atomic.Int64, partitions),
+		cached:        make([]atomic.Int64, partitions),
 	}
+	set.GetOrCreateGauge(`vigil_rollup_active_series`, func() float64 {
+		var n int64
+		for i := range m.cached {
+			n += m.cached[i].Load()
+		}
+		return float64(n)
+	})
+	set.GetOrCreateGauge(`vigil_rollup_checkpoint_bytes`, func() float64 { return float64(m.ckptBytes.Load()) })
 	set.GetOrCreateGauge(`vigil_rollup_active_groups`, func() float64 {
 		var n int64
 		for i := range m.groups {
@@ -48,8 +59,9 @@ func newEngineMetrics(set *metrics.Set, partitions int) *engineMetrics {
 	return m
 }
 
-func (m *engineMetrics) setGroups(p, n int) {
+func (m *engineMetrics) setGroups(p, groups, series int) {
 	if p < len(m.groups) {
-		m.groups[p].Store(int64(n))
+		m.groups[p].Store(int64(groups))
+		m.cached[p].Store(int64(series))
 	}
 }

@@ -385,7 +385,7 @@ func (p *partition) sweep() {
 			}
 		}
 	}
-	p.metrics.setGroups(p.id, p.activeGroups())
+	p.metrics.setGroups(p.id, p.activeGroups(), len(p.series))
 }
 
 func (rs *ruleShard) inOpenWindow(id int32) bool {

@@ -279,9 +279,11 @@ func (e *Engine) checkpoint(b *barrier) error {
 		close(resume)
 		resume = nil
 	}
-	if err := writeCheckpoint(e.opts.CheckpointDir, d); err != nil {
+	size, err := writeCheckpoint(e.opts.CheckpointDir, d)
+	if err != nil {
 		return err
 	}
+	e.metrics.ckptBytes.Store(int64(size))
 	e.resOff = d.ResultsOffset
 	for i, off := range offsets {
 		if err := e.opts.Log.Offsets().Commit(e.opts.Group, e.opts.Samples.Name(), i, off); err != nil {
