@@ -77,6 +77,26 @@ type Alert struct {
 	// slot evaluation has seen yet: if the next slot does not see it either, it
 	// resolves there without keep_firing_for, as interval-only evaluation never had it.
 	arrivalOnly bool
+	// arrivalResolved marks a firing alert that an evaluation on arrival resolved
+	// (and sent as resolved) since the last slot. It keeps the ActiveAt and
+	// KeepFiringSince of the slot view: if the alert's series is back by the next
+	// slot, interval-only evaluation never saw it resolve, so the alert fires again
+	// (a new firing for the receivers) with the ActiveAt it had, and ALERTS and
+	// ALERTS_FOR_STATE at that slot are those of interval-only evaluation. The next
+	// slot evaluation clears it either way.
+	arrivalResolved bool
+}
+
+// refire makes an alert resolved on arrival (arrivalResolved) fire again at ts: a
+// new firing for the receivers (FiredAt ts, sent at once), the slot view's ActiveAt
+// and KeepFiringSince unchanged.
+func (a *Alert) refire(ts time.Time) {
+	a.State = StateFiring
+	a.FiredAt = ts
+	a.ResolvedAt = time.Time{}
+	a.LastSentAt = time.Time{}
+	a.arrivalResolved = false
+	a.dirty = true
 }
 
 func (a *Alert) needsSending(ts time.Time, resendDelay time.Duration) bool {
@@ -96,10 +116,14 @@ const (
 	// modeSlot is an evaluation at one of the group's interval slots: exactly
 	// Prometheus's semantics, results written to storage.
 	modeSlot evalMode = iota
-	// modeArrival is an extra evaluation on the arrival of samples: it may only move
-	// alerts forward (new pending, pending to firing, new values); resolving and
-	// keep_firing_for bookkeeping wait for the next slot, and nothing is written to
-	// storage, so the results at slot times are those of interval-only evaluation.
+	// modeArrival is an extra evaluation on the arrival of samples. It previews the
+	// next slot with the data there is: new pending alerts, pending to firing, new
+	// values, and a firing alert whose series is gone (and that keep_firing_for would
+	// not hold at the next slot) resolved at once for the receivers (arrivalResolved),
+	// firing again if its series comes back before that slot. Pending alerts that
+	// are gone and keep_firing_for bookkeeping wait for the next slot, and nothing is
+	// written to storage, so the results at slot times are those of interval-only
+	// evaluation.
 	modeArrival
 )
 
@@ -257,7 +281,13 @@ func (r *AlertingRule) eval(ctx context.Context, mode evalMode, queryOffset time
 	}
 
 	for h, a := range alerts {
-		if old, ok := r.active[h]; ok && old.State != StateInactive {
+		if old, ok := r.active[h]; ok && (old.State != StateInactive || old.arrivalResolved) {
+			if old.arrivalResolved {
+				// Resolved on arrival, but back by this slot: interval-only
+				// evaluation kept it firing all along, so it fires again with
+				// its ActiveAt.
+				old.refire(ts)
+			}
 			old.Value = a.Value
 			old.Annotations = a.Annotations
 			old.arrivalOnly = false
@@ -265,6 +295,14 @@ func (r *AlertingRule) eval(ctx context.Context, mode evalMode, queryOffset time
 		}
 		// New, or resolved and active again: starts afresh as pending.
 		r.active[h] = a
+	}
+	for _, a := range r.active {
+		if a.arrivalResolved {
+			// Gone at this slot too: resolved as interval-only evaluation resolves
+			// it here (ResolvedAt stays the earlier instant it was sent with).
+			a.arrivalResolved = false
+			a.dirty = true
+		}
 	}
 
 	numActive := 0
@@ -325,8 +363,11 @@ func (r *AlertingRule) eval(ctx context.Context, mode evalMode, queryOffset time
 
 // advanceLocked applies an arrival evaluation's result at ts, previewing the slot next:
 // new alerts become pending from next, pending alerts whose for duration will have
-// passed at next fire (FiredAt is ts, when it really fired), and values and annotations
-// are refreshed. Nothing resolves: that waits for the next slot. Must hold r.mu.
+// passed at next fire (FiredAt is ts, when it really fired), values and annotations
+// are refreshed, and firing alerts missing from the result resolve at ts unless
+// keep_firing_for will still hold them at next (see arrivalResolved); an alert so
+// resolved that is back fires again at ts. Pending alerts missing from the result
+// stay until the next slot (they were never sent). Must hold r.mu.
 func (r *AlertingRule) advanceLocked(alerts map[uint64]*Alert, ts, next time.Time, limit int) error {
 	if limit > 0 {
 		n := 0
@@ -346,6 +387,13 @@ func (r *AlertingRule) advanceLocked(alerts map[uint64]*Alert, ts, next time.Tim
 	}
 	for h, a := range alerts {
 		old, ok := r.active[h]
+		if ok && old.arrivalResolved {
+			// Back before the next slot: the slot view never resolved it.
+			old.refire(ts)
+			old.Value = a.Value
+			old.Annotations = a.Annotations
+			continue
+		}
 		if !ok || old.State == StateInactive {
 			a.ActiveAt = next
 			a.arrivalOnly = true
@@ -360,6 +408,25 @@ func (r *AlertingRule) advanceLocked(alerts map[uint64]*Alert, ts, next time.Tim
 			old.FiredAt = ts
 			old.dirty = true
 		}
+	}
+	for h, a := range r.active {
+		if _, ok := alerts[h]; ok || a.State != StateFiring {
+			continue
+		}
+		if r.keepFiringFor > 0 && !a.arrivalOnly {
+			// The next slot's keep_firing_for decision, as eval makes it there.
+			since := a.KeepFiringSince
+			if since.IsZero() {
+				since = next
+			}
+			if next.Sub(since) < r.keepFiringFor {
+				continue
+			}
+		}
+		a.State = StateInactive
+		a.ResolvedAt = ts
+		a.arrivalResolved = true
+		a.dirty = true
 	}
 	return nil
 }

@@ -23,11 +23,28 @@
 // k*interval + offset, the offset a hash of file and group name (Prometheus's
 // EvalTimestamp). Evaluations on arrival happen between slots when new samples of a
 // metric the group reads are queryable; each previews the next slot with the data
-// there is and may only move alerts forward (new pending alerts active from that slot,
-// pending alerts firing if their for duration will have passed at that slot). Nothing
-// resolves and nothing is written to storage between slots, so what is written at a
-// slot, and the alert states there, equal interval-only evaluation: promtool's unit
-// tests, which evaluate at slots only, pass unchanged.
+// there is:
+//
+//   - new alerts become pending, active from that slot; pending alerts fire at once
+//     if their for duration will have passed at that slot;
+//   - a firing alert whose series is gone from the result resolves at once (its
+//     resolve is persisted, then handed to Notify with EndsAt the arrival time),
+//     unless keep_firing_for would still hold it at that slot. Pending alerts that
+//     are gone were never sent and are dropped at the slot, as before;
+//   - an alert so resolved whose series comes back before the slot fires again at
+//     once, as a new firing for the receivers (new StartsAt, sent at once, so
+//     PagerDuty gets a new trigger after the resolve), keeping the ActiveAt it had:
+//     interval-only evaluation never saw it resolve. The same happens at the slot
+//     if it is back only there. If it is still gone at the slot it simply stays
+//     resolved there (its resolve is not sent again before the usual re-send).
+//
+// Nothing is written to storage between slots, and at a slot every alert has the
+// state, ActiveAt and keep_firing_for bookkeeping interval-only evaluation gives it,
+// so what is written at a slot (recording results, ALERTS, ALERTS_FOR_STATE) equals
+// interval-only evaluation: promtool's unit tests, which evaluate at slots only, pass
+// unchanged. What differs is only what receivers see between slots: a firing alert
+// whose series dips out and back within one interval, which interval-only evaluation
+// would not notice, is resolved and triggered again.
 //
 // Durability. Every change of an alert's state (and every send) is appended to the
 // compacted alert_state topic before the alert is handed to Notify, so a restart,

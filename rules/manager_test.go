@@ -3,6 +3,7 @@ package rules
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -175,7 +176,10 @@ groups:
 
 // TestArrivalMatchesIntervalOnly evaluates one group at its slots only and a twin at
 // its slots plus every 10s in between (as arrivals would): the ALERTS and
-// ALERTS_FOR_STATE series at slot times are the same, and the twin fires earlier.
+// ALERTS_FOR_STATE series at slot times are the same, the twin fires earlier, and it
+// resolves between slots: at once when the series recovers, firing again when a dip
+// between slots ends (which the slot-only group never sees), and never while
+// keep_firing_for holds the alert.
 func TestArrivalMatchesIntervalOnly(t *testing.T) {
 	st := newTestStore(t)
 	f := writeFile(t, t.TempDir(), "r.yml", `
@@ -203,7 +207,8 @@ groups:
 	for i := range 13 * 6 {
 		ts := base.Add(time.Duration(i) * 10 * time.Second)
 		v := 0.0
-		if i >= 15 && i < 50 || i == 3 || i == 4 { // high from 2m30s to 8m20s, and a blip at 30s-40s
+		// High from 2m30s to 8m20s but for a dip at 5m20s, and a blip at 30s-40s.
+		if i >= 15 && i < 50 && i != 32 || i == 3 || i == 4 {
 			v = 20
 		}
 		st.add(t, ts, v, "__name__", "vigil_test_value")
@@ -213,12 +218,31 @@ groups:
 		return &Env{Query: queryFunc(st), Appendable: c, ResendDelay: time.Minute}
 	}
 	e1, e2 := env(&c1), env(&c2)
+	// sent records the twin's notifications: "<rule> fire|resolve <offset from base>".
+	var sent []string
+	var now time.Time
+	e2.Notify = func(_ context.Context, _ *Group, r *AlertingRule, as []Alert) {
+		for _, a := range as {
+			what := "fire"
+			if !a.ResolvedAt.IsZero() {
+				what = "resolve"
+				if !a.ResolvedAt.Equal(now) {
+					continue // a re-send
+				}
+			} else if !a.LastSentAt.Equal(now) || a.LastSentAt.Sub(a.FiredAt) >= time.Minute {
+				continue // a re-send
+			}
+			sent = append(sent, fmt.Sprintf("%s %s %s", r.Name(), what, now.Sub(base)))
+		}
+	}
 	var firedSlot, firedArrival time.Time
 	for s := range 12 {
 		ts := base.Add(time.Duration(s) * time.Minute)
 		slotOnly.Eval(context.Background(), e1, ts)
+		now = ts
 		withArrivals.Eval(context.Background(), e2, ts)
 		for k := 1; k < 6; k++ {
+			now = ts.Add(time.Duration(k) * 10 * time.Second)
 			withArrivals.eval(context.Background(), e2, modeArrival, ts.Add(time.Duration(k)*10*time.Second))
 			if firedArrival.IsZero() && withArrivals.Rules()[0].(*AlertingRule).State() == StateFiring {
 				firedArrival = ts.Add(time.Duration(k) * 10 * time.Second)
@@ -241,6 +265,27 @@ groups:
 	}
 	if firedSlot.IsZero() || firedArrival.IsZero() || !firedArrival.Before(firedSlot) {
 		t.Errorf("fired at %v slot-only, %v with arrivals: want earlier with arrivals", firedSlot, firedArrival)
+	}
+	// The blip at 30s-40s fires HighNow and HighKept on arrival; the slot-only group
+	// never sees it, so both resolve at 50s (keep_firing_for holds only alerts a
+	// slot has seen). High (for: 2m) is active from the 3m slot and fires on the
+	// first arrival that previews the 5m slot. The dip at 5m20s resolves High and
+	// HighNow at once, and its end at 5m30s fires them again (the slot-only group
+	// keeps them firing through it); keep_firing_for holds HighKept. The end at
+	// 8m20s resolves High and HighNow at once; HighKept is held from the 9m slot
+	// for 3m and resolves on the first arrival that previews the 12m slot.
+	want := []string{
+		"HighNow fire 30s", "HighKept fire 30s",
+		"HighNow resolve 50s", "HighKept resolve 50s",
+		"HighNow fire 2m30s", "HighKept fire 2m30s",
+		"High fire 4m10s",
+		"High resolve 5m20s", "HighNow resolve 5m20s",
+		"High fire 5m30s", "HighNow fire 5m30s",
+		"High resolve 8m20s", "HighNow resolve 8m20s",
+		"HighKept resolve 11m10s",
+	}
+	if fmt.Sprint(sent) != fmt.Sprint(want) {
+		t.Errorf("notifications with arrivals:\n got %q\nwant %q", sent, want)
 	}
 }
 

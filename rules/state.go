@@ -45,6 +45,9 @@ type persistedAlert struct {
 	LastSentAt      int64             `json:"last_sent_at,omitempty"`
 	ValidUntil      int64             `json:"valid_until,omitempty"`
 	KeepFiringSince int64             `json:"keep_firing_since,omitempty"`
+	// ArrivalResolved: resolved by an evaluation on arrival since the last slot
+	// (Alert.arrivalResolved); absent in records of older versions, meaning false.
+	ArrivalResolved bool `json:"arrival_resolved,omitempty"`
 }
 
 func toNanos(t time.Time) int64 {
@@ -66,6 +69,7 @@ func encodeAlert(a *Alert) ([]byte, error) {
 		V: stateVersion, State: a.State.String(), Labels: a.Labels.Map(), Value: a.Value,
 		ActiveAt: toNanos(a.ActiveAt), FiredAt: toNanos(a.FiredAt), ResolvedAt: toNanos(a.ResolvedAt),
 		LastSentAt: toNanos(a.LastSentAt), ValidUntil: toNanos(a.ValidUntil), KeepFiringSince: toNanos(a.KeepFiringSince),
+		ArrivalResolved: a.arrivalResolved,
 	}
 	if a.Annotations.Len() > 0 {
 		p.Annotations = a.Annotations.Map()
@@ -96,6 +100,7 @@ func decodeAlert(b []byte) (Alert, error) {
 		State: st, Labels: labels.FromMap(p.Labels), Annotations: labels.FromMap(p.Annotations), Value: p.Value,
 		ActiveAt: fromNanos(p.ActiveAt), FiredAt: fromNanos(p.FiredAt), ResolvedAt: fromNanos(p.ResolvedAt),
 		LastSentAt: fromNanos(p.LastSentAt), ValidUntil: fromNanos(p.ValidUntil), KeepFiringSince: fromNanos(p.KeepFiringSince),
+		arrivalResolved: p.ArrivalResolved && st == StateInactive,
 	}, nil
 }
 
