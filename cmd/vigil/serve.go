@@ -413,11 +413,14 @@ func (s *server) guardedHandler() (http.Handler, error) {
 		return nil
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/-/healthy" || r.URL.Path == "/-/ready" {
+		switch r.URL.Path {
+		case "/-/healthy", "/-/ready", "/api/v1/write":
+			// Probes stay open; the ingest stage guards writes itself, counting
+			// rejections in vigil_ingest_rejected_total{reason="unauthorized"}.
 			s.mux.ServeHTTP(w, r)
-			return
+		default:
+			current.Load().Wrap(s.mux, nil).ServeHTTP(w, r)
 		}
-		current.Load().Wrap(s.mux, nil).ServeHTTP(w, r)
 	}), nil
 }
 
