@@ -27,6 +27,10 @@ type LimitsConfig struct {
 	MaxInflightBytes ByteSize `yaml:"max_inflight_bytes"`
 	// NameValidation is "utf8" (Prometheus 3's default) or "legacy".
 	NameValidation string `yaml:"name_validation"`
+	// MaxDownstreamLag is how many records of the samples topic the query store may
+	// have left to materialize before writes are refused with 429 and Retry-After (and
+	// NATS consumers wait); 0 is unlimited. Everything acknowledged is in the log either way.
+	MaxDownstreamLag int `yaml:"max_downstream_lag"`
 }
 
 func defaultLimits() LimitsConfig {
@@ -42,12 +46,16 @@ func defaultLimits() LimitsConfig {
 		ActiveSeriesWindow:   Duration(time.Hour),
 		MaxInflightBytes:     512 << 20,
 		NameValidation:       "utf8",
+		MaxDownstreamLag:     100000,
 	}
 }
 
 func (l *LimitsConfig) validate() error {
 	if l.NameValidation != "utf8" && l.NameValidation != "legacy" {
 		return fmt.Errorf("limits.name_validation: %q is not utf8 or legacy", l.NameValidation)
+	}
+	if l.MaxDownstreamLag < 0 {
+		return fmt.Errorf("limits.max_downstream_lag: %d is negative", l.MaxDownstreamLag)
 	}
 	if l.MaxRequestBytes <= 0 || l.MaxDecompressedBytes <= 0 {
 		return fmt.Errorf("limits: max_request_bytes and max_decompressed_bytes must be positive")

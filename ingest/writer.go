@@ -79,8 +79,9 @@ type Writer struct {
 	active     *activeSeries
 	lastSweep  atomic.Int64
 
-	inflight    atomic.Int64
-	maxInflight int64
+	inflight     atomic.Int64
+	maxInflight  int64
+	backpressure atomic.Pointer[func() error]
 
 	encoders sync.Pool // *partitionEncoders
 
@@ -143,12 +144,29 @@ func NewWriter(opts Options) (*Writer, error) {
 // Limits returns the limits the Writer was made with.
 func (w *Writer) Limits() config.LimitsConfig { return w.limits }
 
+// SetBackpressure installs fn, which Acquire calls before admitting a request: while
+// fn returns an error (a downstream stage is too far behind), Acquire refuses with an
+// error wrapping ErrOverloaded. fn must be cheap and safe for concurrent use; nil
+// removes it.
+func (w *Writer) SetBackpressure(fn func() error) {
+	if fn == nil {
+		w.backpressure.Store(nil)
+		return
+	}
+	w.backpressure.Store(&fn)
+}
+
 // Acquire reserves n bytes of the in-flight budget (limits.max_inflight_bytes) for a
 // request about to be read or decoded; it returns ErrOverloaded when the budget is
 // spent. A request larger than the whole budget is admitted only when nothing else is
 // in flight, so it can never starve. Every successful Acquire must be paired with a
 // Release of the same n.
 func (w *Writer) Acquire(n int64) error {
+	if fn := w.backpressure.Load(); fn != nil {
+		if err := (*fn)(); err != nil {
+			return fmt.Errorf("%w: %v", ErrOverloaded, err)
+		}
+	}
 	if w.maxInflight <= 0 {
 		w.inflight.Add(n)
 		return nil

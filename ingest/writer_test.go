@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,5 +248,36 @@ func TestWriterAcquire(t *testing.T) {
 	wg.Wait()
 	if w.inflight.Load() != 0 {
 		t.Fatalf("in flight %d after all releases", w.inflight.Load())
+	}
+}
+
+func TestWriterBackpressureFromDownstream(t *testing.T) {
+	_, tp := testLog(t, 1, logcore.FsyncNever)
+	w, _ := testWriter(t, tp, nil)
+	var behind atomic.Bool
+	w.SetBackpressure(func() error {
+		if behind.Load() {
+			return errors.New("store behind")
+		}
+		return nil
+	})
+	if err := w.Acquire(10); err != nil {
+		t.Fatalf("acquire while caught up: %v", err)
+	}
+	w.Release(10)
+	behind.Store(true)
+	err := w.Acquire(10)
+	if !errors.Is(err, ErrOverloaded) || !strings.Contains(err.Error(), "store behind") {
+		t.Fatalf("acquire while behind: %v, want ErrOverloaded naming the stage", err)
+	}
+	behind.Store(false)
+	if err := w.Acquire(10); err != nil {
+		t.Fatalf("acquire after catching up: %v", err)
+	}
+	w.Release(10)
+	w.SetBackpressure(nil)
+	behind.Store(true)
+	if err := w.Acquire(10); err != nil {
+		t.Fatalf("acquire with backpressure removed: %v", err)
 	}
 }

@@ -21,6 +21,7 @@ func startIngest(s *server, ctx context.Context) (func(context.Context) error, e
 	if err != nil {
 		return nil, err
 	}
+	s.ingest = w
 	auth, err := httpauth.New(s.cfg.Server.Auth)
 	if err != nil {
 		return nil, err

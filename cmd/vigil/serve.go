@@ -22,6 +22,7 @@ import (
 
 	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/httpauth"
+	"github.com/vigilhq/vigil/ingest"
 	"github.com/vigilhq/vigil/logcore"
 	"github.com/vigilhq/vigil/rollup"
 	"github.com/vigilhq/vigil/rules"
@@ -43,6 +44,7 @@ type server struct {
 	nats    *embeddedNATS
 	// natsClosed is closed when nc has closed (after a drain).
 	natsClosed chan struct{}
+	ingest     *ingest.Writer // the ingest writer (ingest.go), shared by every receiver
 	store      *store.Store   // the query store (store.go): Queryable, Appendable, Engine, arrival hook
 	rollups    *rollup.Engine // the rollup engine (rollup.go)
 	alerts     alertsHandle   // the alerting pipeline (alerting.go); Send works before it starts

@@ -55,6 +55,15 @@ func startStore(s *server, ctx context.Context) (func(context.Context) error, er
 		s.logger.Info("query store replayed", "records", lag, "duration", time.Since(start).Round(time.Millisecond).String())
 	}
 	s.store = st
+	if max := int64(s.cfg.Limits.MaxDownstreamLag); max > 0 && s.ingest != nil {
+		// Writes wait while the query store is too far behind (limits.max_downstream_lag).
+		s.ingest.SetBackpressure(func() error {
+			if lag := m.Lag(); lag > max {
+				return fmt.Errorf("the query store is %d records behind the log (limits.max_downstream_lag %d)", lag, max)
+			}
+			return nil
+		})
+	}
 	s.onReload("store", func(cfg *config.Config) error {
 		q := cfg.Query
 		return st.Reconfigure(q.OutOfOrderWindow.D(), q.RawRetention.D(), q.RollupRetention.D())
