@@ -40,6 +40,13 @@ func TestRollupOutputsFlowSequence(t *testing.T) {
 	if got := strings.Join(c.Rollups[0].Outputs, "|"); got != "rate_sum|quantiles(0.5, 0.99)|max" {
 		t.Fatalf("outputs %q", got)
 	}
+	if c.Rollups[0].IntervalText != "5s" {
+		t.Fatalf("interval text %q", c.Rollups[0].IntervalText)
+	}
+	if _, err := Parse([]byte("rollups:\n  - {name: a, match: up, interval: 5s, outputs: [max], bogus: 1}\n")); err == nil ||
+		!strings.Contains(err.Error(), `line 2: unknown key "bogus" in rollups`) {
+		t.Fatalf("unknown rollup key: %v", err)
+	}
 }
 
 func TestParseDefaultsAndValues(t *testing.T) {

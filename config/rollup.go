@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/promql/parser"
+	"gopkg.in/yaml.v3"
 )
 
 // RollupConfig is one streaming aggregation (see DESIGN.md "Rollups").
@@ -21,6 +22,34 @@ type RollupConfig struct {
 	// Outputs such as rate_sum, count_samples, max, quantiles(0.5, 0.99).
 	Outputs  []string `yaml:"outputs"`
 	Lateness Duration `yaml:"lateness"`
+	// IntervalText is interval as written in the file ("60s", "1m"): output names use it
+	// verbatim, as VictoriaMetrics does. Empty when the config was not read from YAML.
+	IntervalText string `yaml:"-"`
+}
+
+var rollupKeys = map[string]bool{"name": true, "match": true, "interval": true, "by": true, "without": true, "outputs": true, "lateness": true}
+
+// UnmarshalYAML decodes a rollup strictly (an unknown key is an error naming its line)
+// and keeps the interval's text.
+func (r *RollupConfig) UnmarshalYAML(n *yaml.Node) error {
+	type plain RollupConfig
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if !rollupKeys[k.Value] {
+				return fmt.Errorf("line %d: unknown key %q in rollups", k.Line, k.Value)
+			}
+			if k.Value == "interval" {
+				r.IntervalText = n.Content[i+1].Value
+			}
+		}
+	}
+	text := r.IntervalText
+	if err := n.Decode((*plain)(r)); err != nil {
+		return err
+	}
+	r.IntervalText = text
+	return nil
 }
 
 // JoinOutputs rejoins output specs that a YAML flow sequence split at the commas

@@ -33,6 +33,12 @@ func TestOutputNames(t *testing.T) {
 	f("1m", nil, []string{"instance"}, "sum_samples", `{__name__="http_requests_total:1m_without_instance_sum_samples", code="200", service="api"}`)
 	f("90m", nil, []string{"instance", "code"}, "max", `{__name__="http_requests_total:1h30m_without_code_instance_max", service="api"}`)
 	f("10s", nil, nil, "last", `{__name__="http_requests_total:10s_last", code="200", instance="a", service="api"}`)
+	// The interval as written in the config file, as VictoriaMetrics does.
+	c := rc("r", `{__name__="m"}`, "60s", "", nil, nil, "max")
+	c.IntervalText = "60s"
+	if r, err := compileRule(c); err != nil || r.suffix != ":60s_" {
+		t.Errorf("interval text: suffix %q, %v", r.suffix, err)
+	}
 	f("5s", []string{"service"}, nil, "quantiles(0.5)", `{__name__="http_requests_total:5s_by_service_quantiles", quantile="0.5", service="api"}`)
 	f("5s", []string{"service"}, nil, "histogram_bucket", `{__name__="http_requests_total:5s_by_service_histogram_bucket", service="api", vmrange="1.896e+00...2.154e+00"}`)
 	f("5s", []string{"service", "zone"}, nil, "count_series", `{__name__="http_requests_total:5s_by_service_zone_count_series", service="api"}`)

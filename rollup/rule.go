@@ -98,8 +98,8 @@ func compileRule(c config.RollupConfig) (*rule, error) {
 		r.outputs = append(r.outputs, o)
 		r.need |= o.needs()
 	}
-	r.suffix = outputSuffix(c.Interval.D(), r.mode, r.labels)
-	r.fingerprint = crc32.ChecksumIEEE(fmt.Appendf(nil, "%q|%d|%d|%d|%q|%q", c.Match, r.interval, r.lateness, r.mode, r.labels, c.Outputs))
+	r.suffix = outputSuffix(c.IntervalText, c.Interval.D(), r.mode, r.labels)
+	r.fingerprint = crc32.ChecksumIEEE(fmt.Appendf(nil, "%q|%d|%d|%d|%q|%q|%q", c.Match, r.interval, r.lateness, r.mode, r.labels, c.Outputs, r.suffix))
 	return r, nil
 }
 
@@ -118,11 +118,15 @@ func cleanLabelList(in []string) []string {
 
 // outputSuffix builds the middle of a VictoriaMetrics stream aggregation output name:
 // <metric_name>:<interval>[_by_<by_labels>][_without_<without_labels>]_<output>,
-// the label lists sorted and joined with "_".
-func outputSuffix(interval time.Duration, mode groupMode, ls []string) string {
+// the interval as written in the config (else in Prometheus's form), the label lists
+// sorted and joined with "_".
+func outputSuffix(text string, interval time.Duration, mode groupMode, ls []string) string {
 	var b strings.Builder
 	b.WriteString(":")
-	b.WriteString(model.Duration(interval).String())
+	if text == "" {
+		text = model.Duration(interval).String()
+	}
+	b.WriteString(text)
 	if len(ls) > 0 {
 		switch mode {
 		case groupBy:
