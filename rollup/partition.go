@@ -332,7 +332,11 @@ func (rs *ruleShard) seal() []windowPartial {
 		for _, g := range w.touched {
 			a := w.acc(g)
 			wp.Groups = append(wp.Groups, a.seal(r.need, rs.groups[g].key, rs.carries, r.staleness))
-			*a = acc{}
+			x := a.Ext
+			if x != nil {
+				x.reset()
+			}
+			*a = acc{Ext: x}
 		}
 		w.touched = w.touched[:0]
 		out = append(out, wp)

@@ -79,7 +79,14 @@ func (a *acc) push(nd need, h uint64, t int64, v float64) {
 		if !ok {
 			i = int32(len(x.Series))
 			x.Index[h] = i
-			x.Series = append(x.Series, seriesWin{H: h})
+			if len(x.Series) < cap(x.Series) {
+				// Reuse the slot and its sample buffer from an earlier window.
+				x.Series = x.Series[:i+1]
+				x.Series[i].H = h
+				x.Series[i].Samples = x.Series[i].Samples[:0]
+			} else {
+				x.Series = append(x.Series, seriesWin{H: h})
+			}
 		}
 		if nd&needCounter != 0 {
 			x.Series[i].Samples = append(x.Series[i].Samples, tv{t, v})
@@ -97,6 +104,15 @@ func (a *acc) push(nd need, h uint64, t int64, v float64) {
 		}
 		x.Hist.add(v)
 	}
+}
+
+// reset empties the extension for the next window, keeping its map and buffers.
+// The sketch and buckets were handed to a partial and are not reused.
+func (x *accExt) reset() {
+	clear(x.Index)
+	x.Series = x.Series[:0]
+	x.Sketch, x.Hist = nil, nil
+	x.Mean, x.M2 = 0, 0
 }
 
 // carry is the last sample of a series before the open windows: counter outputs count
