@@ -7,7 +7,10 @@
 // including '...', and timers inherit exactly as there). Alerts of one route with
 // equal group_by labels form an aggregation group, flushed group_wait after it is
 // created (at once when its first alert is older than that) and then every
-// group_interval. A flush runs Alertmanager's stages in Alertmanager's order:
+// group_interval, with one deviation from Alertmanager: a change that resolves the
+// group's last firing alert flushes it at once, so that a whole group's resolve
+// (PagerDuty's resolve of its incident) is not held back by group_interval; partial
+// changes wait for group_interval as there. A flush runs Alertmanager's stages in Alertmanager's order:
 // inhibition, active_time_intervals, mute_time_intervals, silences, then per
 // integration the notification-log check (first notification, new alerts, new
 // resolved alerts when send_resolved, all resolved, repeat_interval elapsed). What

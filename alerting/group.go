@@ -22,7 +22,8 @@ type groupID struct {
 // of the route's group_by labels. Its timer first fires group_wait after creation
 // (at once if its first alert is older than that), then every group_interval; each
 // firing flushes the group through the notification stages, exactly as
-// Alertmanager's dispatcher does.
+// Alertmanager's dispatcher does, except that a change resolving the group's last
+// firing alert flushes it at once (flushSoon).
 type aggrGroup struct {
 	p      *Pipeline
 	cfg    *Config
@@ -48,8 +49,13 @@ func (p *Pipeline) routeLocked(a *amalert.Alert, now time.Time) {
 	for _, r := range p.cfg.route.Match(a.Labels) {
 		labels := groupLabels(a, r)
 		id := groupID{route: r.Idx, fp: labels.Fingerprint()}
-		if g, ok := p.groups[id]; ok && g.insert(a) {
-			continue
+		if g, ok := p.groups[id]; ok {
+			if inserted, resolvedAll := g.insert(a, now); inserted {
+				if resolvedAll {
+					g.flushSoon()
+				}
+				continue
+			}
 		}
 		g := &aggrGroup{
 			p:      p,
@@ -60,7 +66,7 @@ func (p *Pipeline) routeLocked(a *amalert.Alert, now time.Time) {
 			key:    fmt.Sprintf("%s:%s", r.Key(), labels),
 			alerts: map[model.Fingerprint]*amalert.Alert{},
 		}
-		g.insert(a)
+		g.insert(a, now)
 		p.groups[id] = g
 		wait := r.RouteOpts.GroupWait
 		if a.StartsAt.Add(wait).Before(now) {
@@ -84,15 +90,42 @@ func groupLabels(a *amalert.Alert, r *dispatch.Route) model.LabelSet {
 	return ls
 }
 
-// insert adds or replaces the alert; false if the group was destroyed meanwhile.
-func (g *aggrGroup) insert(a *amalert.Alert) bool {
+// insert adds or replaces the alert; inserted is false if the group was destroyed
+// meanwhile. resolvedAll reports that the insert resolved the group's last firing
+// alert: the alert it replaced was firing at now, it is resolved, and no other alert
+// of the group is firing.
+func (g *aggrGroup) insert(a *amalert.Alert, now time.Time) (inserted, resolvedAll bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.destroyed || g.stopped {
-		return false
+		return false, false
 	}
-	g.alerts[a.Fingerprint()] = a
-	return true
+	fp := a.Fingerprint()
+	old := g.alerts[fp]
+	g.alerts[fp] = a
+	if old == nil || old.ResolvedAt(now) || !a.ResolvedAt(now) {
+		return true, false
+	}
+	for ofp, o := range g.alerts {
+		if ofp != fp && !o.ResolvedAt(now) {
+			return true, false
+		}
+	}
+	return true, true
+}
+
+// flushSoon flushes the group at once instead of at its next group_interval: Vigil's
+// one deviation from Alertmanager's timers, taken when a group's last firing alert
+// resolves, so that the resolve (PagerDuty's resolve of the group's incident) is not
+// held back by group_interval. The group's timer then runs group_interval from this
+// flush; a group the flush empties is destroyed as usual.
+func (g *aggrGroup) flushSoon() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped || g.destroyed || g.timer == nil {
+		return
+	}
+	g.timer.Reset(0)
 }
 
 // stop ends the group's timer (on reload and close).

@@ -127,6 +127,48 @@ func TestGroupIntervalAndRepeat(t *testing.T) {
 	}
 }
 
+// TestWholeGroupResolveFlushesAtOnce: Vigil's one deviation from Alertmanager's
+// timers. A group whose last firing alert resolves is flushed at once rather than at
+// its next group_interval (an hour here), so the resolve is not held back; a partial
+// resolution keeps waiting for group_interval as in Alertmanager.
+func TestWholeGroupResolveFlushesAtOnce(t *testing.T) {
+	sink := newWebhookSink(t)
+	p, _ := newTestPipeline(t, hookConfig(sink.srv.URL, "  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1h", ""), nil)
+	start := time.Now().Add(-time.Second)
+	send(t, p, alert(start, time.Time{}, "alertname=A", "instance=1"), alert(start, time.Time{}, "alertname=A", "instance=2"))
+	if _, err := sink.wait(waitCtx(t, 10*time.Second), 1); err != nil {
+		t.Fatal(err)
+	}
+	// One of the two resolves: nothing before the next group_interval.
+	send(t, p, alert(start, time.Now(), "alertname=A", "instance=1"))
+	time.Sleep(500 * time.Millisecond)
+	if n := len(sink.messages()); n != 1 {
+		t.Fatalf("%d notifications after a partial resolution, want 1 (it waits for group_interval)", n)
+	}
+	// The other one too: the group is resolved and flushed at once.
+	send(t, p, alert(start, time.Now(), "alertname=A", "instance=2"))
+	ms, err := sink.wait(waitCtx(t, 20*time.Second), 2)
+	if err != nil {
+		t.Fatalf("no resolved notification long before group_interval: %v", err)
+	}
+	if s := summary(ms[1]); s != "resolved: A/1(resolved) A/2(resolved)" {
+		t.Errorf("resolution %q", s)
+	}
+	// The group is gone: a new firing alert makes a new group, sent after group_wait.
+	send(t, p, alert(time.Now(), time.Time{}, "alertname=A", "instance=1"))
+	ms, err = sink.wait(waitCtx(t, 20*time.Second), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := summary(ms[2]); s != "firing: A/1" {
+		t.Errorf("after the resolution %q", s)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(sink.messages()); n != 3 {
+		t.Errorf("%d notifications, want 3", n)
+	}
+}
+
 // TestGroupingTable checks group_by variants and send_resolved: which notifications
 // a set of alerts produces.
 func TestGroupingTable(t *testing.T) {

@@ -169,10 +169,26 @@ func TestServeAlertingEndToEnd(t *testing.T) {
 		t.Errorf("after the silence expired: %s %s", ev[2].Action, ev[2].DedupKey)
 	}
 
-	_, metrics := p.get(t, "/metrics")
+	// The sender counts a notification once its delivery is recorded, just after
+	// the fake answered: wait for the count.
+	var metrics string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, metrics = p.get(t, "/metrics")
+		if strings.Contains(metrics, `vigil_notifications_sent_total{receiver="oncall"} 3`) || time.Now().After(deadline) {
+			break
+		}
+	}
 	for _, want := range []string{`vigil_notifications_sent_total{receiver="oncall"} 3`, `vigil_notifications_failed_total{receiver="oncall"} 0`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
+			for _, l := range strings.Split(metrics, "\n") {
+				if strings.HasPrefix(l, "vigil_notifications_") {
+					t.Log(l)
+				}
+			}
+			for _, e := range fake.Events() {
+				t.Logf("event %s %s", e.Action, e.DedupKey)
+			}
 		}
 	}
 	for _, path := range []string{"/api/v1/silences", "/api/v1/alerts", "/api/v1/rules", "/metrics", "/api/v1/status/log"} {
