@@ -242,7 +242,7 @@ func (pt *partition) recoverActive(s *segment, size int64) error {
 			continue
 		}
 		h, _, err := bs.next(int64(e.pos), size)
-		if err != nil || h.baseOffset != s.base+int64(e.rel) {
+		if err != nil || h.baseOffset != s.base+int64(e.rel) || tidx[j].ts < h.maxTS {
 			continue
 		}
 		s.idx, s.tidx = idx[:i+1], tidx[:j+1]
