@@ -80,7 +80,8 @@
 //     When an entry fails this, the segment's indexes are rebuilt by a scan and the
 //     read is retried. For a closed segment the files are rewritten at once; for the
 //     active one the writer keeps the entries it made meanwhile and rewrites its files
-//     at its next index flush.
+//     at its next index flush. (A time entry whose timestamp is damaged but still in
+//     order is found only by a time lookup that starts at it.)
 //
 // # Reads
 //
