@@ -31,13 +31,20 @@ const e2eRoutingKey = "e2e0123456789abcdef0123456789abc"
 // config path and the data dir.
 func alertingSetup(t *testing.T, fake *pagerdutyfake.Server) (cfg, dataDir string) {
 	t.Helper()
+	return alertingSetupWith(t, fake, "1s", "100ms")
+}
+
+// alertingSetupWith is alertingSetup with the rule group's interval and the route's
+// group_interval given.
+func alertingSetupWith(t *testing.T, fake *pagerdutyfake.Server, interval, groupInterval string) (cfg, dataDir string) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "rules"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	rule := `groups:
   - name: e2e
-    interval: 1s
+    interval: ` + interval + `
     rules:
       - alert: E2ELatency
         expr: vigil_e2e_latency > 10
@@ -66,14 +73,14 @@ alerting:
     receiver: oncall
     group_by: [alertname, service]
     group_wait: 0s
-    group_interval: 100ms
+    group_interval: %s
   receivers:
     - name: oncall
       pagerduty_configs:
         - routing_key_file: %s
           url: %s
           severity: '{{ .CommonLabels.severity }}'
-`, keyFile, fake.EnqueueURL())
+`, groupInterval, keyFile, fake.EnqueueURL())
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +205,54 @@ func TestServeAlertingEndToEnd(t *testing.T) {
 	}
 	if strings.Contains(p.stderr.String(), e2eRoutingKey) {
 		t.Error("the routing key is in the log")
+	}
+}
+
+// TestServeAlertingResolveOnArrival: with a rule evaluated every hour (on arrival in
+// between) and a group_interval of an hour, the recovering sample's resolve reaches
+// the fake PagerDuty at once, long before either interval: the rules resolve on
+// arrival, and the group, its last alert resolved, is flushed at once. A relapse
+// before the next slot pages again (a new trigger with the same dedup_key).
+func TestServeAlertingResolveOnArrival(t *testing.T) {
+	fake := pagerdutyfake.New()
+	defer fake.Close()
+	cfg, dataDir := alertingSetupWith(t, fake, "1h", "1h")
+	p := startVigil(t, dataDir, "--config", cfg)
+
+	rulesRemoteWrite(t, p.addr, "vigil_e2e_latency", 25, time.Now())
+	trig := waitEvents(t, fake, 1)[0]
+	if trig.Action != "trigger" {
+		t.Fatalf("first event %s, want trigger", trig.Action)
+	}
+	t0 := time.Now()
+	rulesRemoteWrite(t, p.addr, "vigil_e2e_latency", 3, time.Now())
+	ev := waitEvents(t, fake, 2)
+	t.Logf("resolve %s after the write", time.Since(t0))
+	if ev[1].Action != "resolve" || ev[1].DedupKey != trig.DedupKey {
+		t.Fatalf("second event %s %s, want resolve %s", ev[1].Action, ev[1].DedupKey, trig.DedupKey)
+	}
+	if code, body := p.get(t, "/api/v1/alerts"); code != 200 || strings.Contains(body, "E2ELatency") {
+		t.Errorf("GET /api/v1/alerts after the resolve: %d %s", code, body)
+	}
+
+	rulesRemoteWrite(t, p.addr, "vigil_e2e_latency", 40, time.Now())
+	ev = waitEvents(t, fake, 3)
+	if ev[2].Action != "trigger" || ev[2].DedupKey != trig.DedupKey {
+		t.Fatalf("third event %s %s, want trigger %s", ev[2].Action, ev[2].DedupKey, trig.DedupKey)
+	}
+	rulesRemoteWrite(t, p.addr, "vigil_e2e_latency", 1, time.Now())
+	ev = waitEvents(t, fake, 4)
+	if ev[3].Action != "resolve" || ev[3].DedupKey != trig.DedupKey {
+		t.Fatalf("fourth event %s %s, want resolve %s", ev[3].Action, ev[3].DedupKey, trig.DedupKey)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(fake.Events()); n != 4 {
+		t.Errorf("%d events, want 4", n)
+	}
+	for _, r := range fake.Requests() {
+		if r.Status != 202 {
+			t.Errorf("request answered %d: %v", r.Status, r.Errors)
+		}
 	}
 }
 
