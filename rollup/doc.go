@@ -17,7 +17,9 @@
 // lateness; a window whose end the watermark has passed is sealed in that partition,
 // and a later sample for it is late (vigil_rollup_late_samples_total) and dropped.
 // A partition with no unread input moves its watermark to the wall clock minus
-// lateness, so quiet streams still close their windows. A window is emitted when every
+// lateness, so quiet streams still close their windows. A sample moves the watermark
+// by at most its record's append time (kept in the log), so a sample from a client
+// with a clock ahead is aggregated without making everyone else's samples late. A window is emitted when every
 // partition has sealed it: the coordinator merges the partitions' partial states in
 // partition order and flushes the outputs.
 //
@@ -49,8 +51,9 @@
 //
 // # Memory
 //
-// Per group and open window a partition keeps a 72-byte accumulator (count, sum, min,
-// max, last, Welford mean and M2) in a slice indexed by group id; outputs that need
-// more (count_series, counter outputs, quantiles, histogram_bucket) add an extension.
+// Per group and open window a partition keeps a 56-byte accumulator (count, sum, min,
+// max, last) in pages indexed by group id; outputs that need more (stddev/stdvar,
+// count_series, counter outputs, quantiles, histogram_bucket) add an extension, reused
+// from window to window.
 // Series and groups silent for longer than any rollup keeps state are dropped.
 package rollup
