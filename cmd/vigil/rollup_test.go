@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/vigilhq/vigil/rollup"
 )
 
 // TestServeRollups runs vigil with a rollup, writes samples over remote-write and
@@ -83,5 +87,23 @@ func TestServeRollups(t *testing.T) {
 	}
 	if v := p.metricValue(t, "vigil_rollup_windows_emitted_total"); v < 1 {
 		t.Fatalf("vigil_rollup_windows_emitted_total = %v", v)
+	}
+}
+
+// TestRollupMessage: every float value survives the NATS JSON, as Prometheus's API
+// writes them.
+func TestRollupMessage(t *testing.T) {
+	r := &rollup.Result{Rollup: "r", Start: 1000, End: 6000, Series: []rollup.ResultSeries{
+		{Labels: labels.FromStrings("__name__", "m:5s_max", "job", "x"), Value: 1.5},
+		{Labels: labels.FromStrings("__name__", "m:5s_min"), Value: math.NaN()},
+		{Labels: labels.FromStrings("__name__", "m:5s_sum_samples"), Value: math.Inf(1)},
+	}}
+	b, err := json.Marshal(toRollupMessage(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"rollup":"r","start_ms":1000,"end_ms":6000,"series":[{"labels":{"__name__":"m:5s_max","job":"x"},"value":"1.5"},{"labels":{"__name__":"m:5s_min"},"value":"NaN"},{"labels":{"__name__":"m:5s_sum_samples"},"value":"+Inf"}]}`
+	if string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
 	}
 }
