@@ -43,16 +43,17 @@ type seriesEntry struct {
 }
 
 // match returns the i-th match.
-func (e *seriesEntry) match(i int) seriesMatch {
+func (e *seriesEntry) match(i int) *seriesMatch {
 	if i == 0 {
-		return e.first
+		return &e.first
 	}
-	return e.more[i-1]
+	return &e.more[i-1]
 }
 
 type seriesMatch struct {
 	rule  int32
 	group int32
+	hint  slotHint
 }
 
 // ruleShard is one rule's state in one partition.
@@ -164,13 +165,10 @@ func (p *partition) processBatch(off, appendMs int64, value []byte) {
 		if !ok {
 			e = p.newSeries(h, s.Labels)
 		}
-		lastT := e.lastT
 		for _, smp := range s.Samples {
 			p.push(&e, h, smp.T, smp.V)
 		}
-		if e.lastT != lastT {
-			p.series[h] = e
-		}
+		p.series[h] = e
 	}
 	if p.dec.Err() != nil {
 		p.metrics.badBatches.Inc()
@@ -186,7 +184,7 @@ func (p *partition) push(e *seriesEntry, h uint64, t int64, v float64) {
 	for i := 0; i < int(e.n); i++ {
 		m := e.match(i)
 		rs := p.rules[m.rule]
-		if !rs.push(m.group, h, t, v) {
+		if !rs.push(m.group, h, t, v, &m.hint) {
 			p.metrics.late.Inc()
 		}
 	}
@@ -227,7 +225,7 @@ func (p *partition) newSeries(h uint64, ls []sample.Label) seriesEntry {
 		}
 		g := rs.r.groupLabels(p.lb, lset)
 		p.keyBuf = encodeKey(p.keyBuf[:0], g)
-		m := seriesMatch{rule: int32(i), group: rs.groupID(p.keyBuf)}
+		m := seriesMatch{rule: int32(i), group: rs.groupID(p.keyBuf), hint: slotHint{win: noWatermark}}
 		if e.n == 0 {
 			e.first = m
 		} else {
@@ -259,7 +257,7 @@ func (rs *ruleShard) groupID(key []byte) int32 {
 }
 
 // push adds a sample to group g's window; it returns false for a late sample.
-func (rs *ruleShard) push(g int32, h uint64, t int64, v float64) bool {
+func (rs *ruleShard) push(g int32, h uint64, t int64, v float64, hint *slotHint) bool {
 	r := rs.r
 	start := r.windowStart(t)
 	if start+r.interval <= rs.sealed {
@@ -270,7 +268,7 @@ func (rs *ruleShard) push(g int32, h uint64, t int64, v float64) bool {
 	if a.Count == 0 {
 		w.touched = append(w.touched, g)
 	}
-	a.push(r.need, h, t, v)
+	a.push(r.need, h, t, v, start, hint)
 	gi := &rs.groups[g]
 	gi.lastT = max(gi.lastT, t)
 	return true

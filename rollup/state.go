@@ -46,8 +46,17 @@ type tv struct {
 	V float64
 }
 
-// push adds sample (t, v) of series h to the accumulator.
-func (a *acc) push(nd need, h uint64, t int64, v float64) {
+// slotHint remembers where a series' samples went in the window it last fed, so that
+// its next sample in the same window skips the index lookup. It is only a hint: it is
+// checked against the slot's series.
+type slotHint struct {
+	win  int64
+	slot int32
+}
+
+// push adds sample (t, v) of series h to the accumulator of the window starting at
+// win; hint is the series' slot hint for this rule.
+func (a *acc) push(nd need, h uint64, t int64, v float64, win int64, hint *slotHint) {
 	if a.Count == 0 {
 		a.Min, a.Max, a.LastT, a.LastV = v, v, t, v
 	} else {
@@ -75,7 +84,10 @@ func (a *acc) push(nd need, h uint64, t int64, v float64) {
 		if x.Index == nil {
 			x.Index = make(map[uint64]int32, 4)
 		}
-		i, ok := x.Index[h]
+		i, ok := hint.slot, hint.win == win && int(hint.slot) < len(x.Series) && x.Series[hint.slot].H == h
+		if !ok {
+			i, ok = x.Index[h]
+		}
 		if !ok {
 			i = int32(len(x.Series))
 			x.Index[h] = i
@@ -88,6 +100,7 @@ func (a *acc) push(nd need, h uint64, t int64, v float64) {
 				x.Series = append(x.Series, seriesWin{H: h})
 			}
 		}
+		hint.win, hint.slot = win, i
 		if nd&needCounter != 0 {
 			x.Series[i].Samples = append(x.Series[i].Samples, tv{t, v})
 		}
