@@ -12,8 +12,9 @@ import (
 // group's committed offset (or the partition's start offset when there is none), tails
 // the partition, and commits offsets durably. A consumer that finds its position
 // deleted by retention resumes at the start offset and counts the records it skipped
-// in vigil_log_consumer_skipped_records_total. A Consumer is not safe for concurrent
-// use; give each goroutine its own.
+// in vigil_log_consumer_skipped_records_total (not in compacted topics, where those
+// records were superseded). A Consumer is not safe for concurrent use; give each
+// goroutine its own.
 type Consumer struct {
 	log     Log
 	group   string
@@ -70,7 +71,11 @@ func (c *Consumer) Poll(ctx context.Context, maxBytes int) ([]Record, error) {
 			st := c.topic.Stats(c.p)
 			switch {
 			case c.pos < st.StartOffset:
-				c.skipped.Add(int(st.StartOffset - c.pos))
+				if !c.compacted() {
+					// In a compacted topic the records before the start offset were
+					// superseded, not lost: nothing is counted.
+					c.skipped.Add(int(st.StartOffset - c.pos))
+				}
 				c.pos = st.StartOffset
 				continue
 			case c.pos > st.EndOffset:
@@ -94,6 +99,12 @@ func (c *Consumer) Poll(ctx context.Context, maxBytes int) ([]Record, error) {
 			return nil, err
 		}
 	}
+}
+
+// compacted reports whether the consumer's topic is a compacted file-log topic.
+func (c *Consumer) compacted() bool {
+	ft, ok := c.topic.(*fileTopic)
+	return ok && ft.config().Compacted
 }
 
 func (c *Consumer) read(maxBytes int) ([]Record, int64, error) {

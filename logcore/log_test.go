@@ -715,3 +715,31 @@ func TestDamagedConsumerOffsets(t *testing.T) {
 		t.Errorf("group damaged: committed %d, newer than its commits around the damage", got)
 	}
 }
+
+// TestCompactedConsumerBehindStart: when compaction deletes a compacted topic's first
+// segments, a consumer behind the new start offset resumes there without counting the
+// superseded records as skipped.
+func TestCompactedConsumerBehindStart(t *testing.T) {
+	set := metrics.NewSet()
+	l := openTest(t, t.TempDir(), Options{Metrics: set, MaintenanceInterval: time.Hour})
+	defer l.Close()
+	tp, _ := l.Topic("state", TopicConfig{Partitions: 1, SegmentBytes: 256, Compacted: true})
+	for i := 0; i < 20; i++ {
+		tp.Append(context.Background(), 0, []Record{rec("only", fmt.Sprintf("%d-%s", i, strings.Repeat("v", 60)), 0)})
+	}
+	c, _ := NewConsumer(l, "g", tp, 0)
+	l.RunMaintenance()
+	start := tp.Stats(0).StartOffset
+	if start == 0 {
+		t.Fatal("compaction deleted no leading segment")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recs, err := c.Poll(ctx, 0)
+	if err != nil || len(recs) == 0 || recs[0].Offset < start {
+		t.Fatalf("poll: %v, %v; want records from %d", recs, err, start)
+	}
+	if n := counterValue(set, `vigil_log_consumer_skipped_records_total{group="g",topic="state"}`); n != 0 {
+		t.Fatalf("%d superseded records counted as skipped", n)
+	}
+}
