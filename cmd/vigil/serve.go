@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -392,6 +393,12 @@ func (s *server) registerCoreRoutes() {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
+	// Go's profiles, as Prometheus serves them (behind server.auth like the rest).
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	s.mux.HandleFunc("GET /api/v1/status/log", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, logcore.StatusOf(s.log))
 	})
