@@ -55,6 +55,7 @@ type shardSnap struct {
 	Sent        int64
 	Windows     []windowSnap
 	Carries     map[uint64]carry
+	Forced      []sealMark
 }
 
 type windowSnap struct {
@@ -74,13 +75,14 @@ type coordRuleSnap struct {
 	Pending     map[int64][][]groupPartial
 	Cum         map[string]*cumState
 	LastEmitted int64
+	Marks       []sealMark
 }
 
 // snapshot encodes the partition's state. It runs in the partition's goroutine.
 func (p *partition) snapshot() ([]byte, error) {
 	ps := partSnap{Offset: p.offset, MaxT: p.maxT}
 	for _, rs := range p.rules {
-		ss := shardSnap{Name: rs.r.name, Fingerprint: rs.r.fingerprint, Sealed: rs.sealed, Sent: rs.sent, Carries: rs.carries}
+		ss := shardSnap{Name: rs.r.name, Fingerprint: rs.r.fingerprint, Sealed: rs.sealed, Sent: rs.sent, Carries: rs.carries, Forced: rs.forced}
 		for _, w := range rs.windows {
 			ws := windowSnap{Start: w.start}
 			for _, g := range w.touched {
@@ -118,7 +120,7 @@ func (p *partition) restore(b []byte) error {
 			}
 			continue
 		}
-		rs.sealed, rs.sent = ss.Sealed, ss.Sent
+		rs.sealed, rs.sent, rs.forced = ss.Sealed, ss.Sent, ss.Forced
 		if ss.Carries != nil {
 			rs.carries = ss.Carries
 		}
@@ -139,7 +141,7 @@ func (c *coordinator) snapshot() ([]byte, error) {
 	var cs coordSnap
 	for _, cr := range c.rules {
 		cs.Rules = append(cs.Rules, coordRuleSnap{Name: cr.r.name, Fingerprint: cr.r.fingerprint, Sealed: cr.sealed,
-			Pending: cr.pending, Cum: cr.cum, LastEmitted: cr.lastEmitted})
+			Pending: cr.pending, Cum: cr.cum, LastEmitted: cr.lastEmitted, Marks: cr.marks})
 	}
 	var b bytes.Buffer
 	if err := gob.NewEncoder(&b).Encode(&cs); err != nil {
@@ -168,6 +170,9 @@ func (c *coordinator) restore(b []byte) error {
 		}
 		if s.Cum != nil {
 			cr.cum = s.Cum
+		}
+		if len(s.Marks) == c.parts {
+			cr.marks = s.Marks
 		}
 	}
 	return nil

@@ -29,12 +29,16 @@ type coordRule struct {
 	// lastEmitted is the end of the newest window in the rollups log (noWatermark if
 	// none): windows ending at or before it are never emitted again.
 	lastEmitted int64
+	// marks are the latest report of each partition, recorded with every result.
+	marks []sealMark
 }
 
 func newCoordRule(r *rule, parts int) *coordRule {
-	cr := &coordRule{r: r, sealed: make([]int64, parts), pending: map[int64][][]groupPartial{}, cum: map[string]*cumState{}, lastEmitted: noWatermark}
+	cr := &coordRule{r: r, sealed: make([]int64, parts), pending: map[int64][][]groupPartial{}, cum: map[string]*cumState{},
+		lastEmitted: noWatermark, marks: make([]sealMark, parts)}
 	for i := range cr.sealed {
 		cr.sealed[i] = noWatermark
+		cr.marks[i].Sealed = noWatermark
 	}
 	return cr
 }
@@ -85,6 +89,7 @@ func (c *coordinator) handle(msg *sealMsg) error {
 		pp[msg.part] = append(pp[msg.part], w.Groups...)
 	}
 	cr.sealed[msg.part] = max(cr.sealed[msg.part], msg.sealed)
+	cr.marks[msg.part] = sealMark{Offset: msg.offset, Sealed: msg.sealed}
 	return c.closeReady(cr)
 }
 
@@ -142,7 +147,7 @@ func (c *coordinator) compute(cr *coordRule, start int64, parts [][]groupPartial
 	if len(groups) == 0 {
 		return nil
 	}
-	res := &Result{Rollup: r.name, Start: start, End: end}
+	res := &Result{Rollup: r.name, Start: start, End: end, marks: slices.Clone(cr.marks)}
 	for j, m := range groups {
 		key := keys[j]
 		if r.need&(needCounter|needHist) != 0 {

@@ -35,12 +35,13 @@
 // On start the engine restores the checkpoint, reads the rollups topic from the
 // recorded offset to mark the windows emitted since (they are re-written to the query
 // store, which ignores identical samples, and never emitted again), and replays each
-// partition from its checkpointed offset. Because a partition's sealing depends only
-// on its own input order, the replay recomputes the same state and every window is
-// emitted exactly once with the values of a run that never crashed. One exception: a
-// window closed by the wall clock on an idle partition is still emitted exactly once,
-// but input that reached the log after that close and before a crash may be counted
-// differently on replay (it was late in the first run).
+// partition from its checkpointed offset. A partition's sealing from sample timestamps
+// depends only on its own input order, so the replay recomputes it exactly. Sealing by
+// the wall clock (idle partitions) does not replay by itself, so every emitted window
+// records, per partition, the input offset and sealed boundary the coordinator last
+// heard (the marks in its record); the replay re-applies those seals at the same
+// offsets. Samples that were late in the first run are late again, and every window
+// is emitted exactly once with the values of a run that never crashed.
 //
 // # Checkpoint file
 //

@@ -200,8 +200,15 @@ func (e *Engine) recover() error {
 				e.opts.Logger.Warn("skipping unreadable rollups record", "offset", rec.Offset, "err", err)
 				continue
 			}
-			if cr := byName[res.Rollup]; cr != nil && res.End > cr.lastEmitted {
-				cr.lastEmitted = res.End
+			if cr := byName[res.Rollup]; cr != nil {
+				cr.lastEmitted = max(cr.lastEmitted, res.End)
+				if len(res.marks) == len(e.parts) {
+					for p, m := range res.marks {
+						if rs := e.parts[p].shard(res.Rollup); rs != nil && m.Sealed > rs.sealed && m.Offset >= e.parts[p].offset {
+							rs.forced = append(rs.forced, m)
+						}
+					}
+				}
 			}
 			if err := e.appendStore(res); err != nil {
 				e.opts.Logger.Error("rollup: re-append a window to the query store failed", "rollup", res.Rollup, "window_end", res.End, "err", err)

@@ -68,6 +68,9 @@ type ruleShard struct {
 	groups       []groupInfo
 	freeIDs      []int32
 	carries      map[uint64]carry
+	// forced are seals the first run made at these offsets (from the rollups topic),
+	// re-applied during the replay after a crash, sorted by offset.
+	forced []sealMark
 }
 
 // groupInfo is one interned group; an empty key marks a free id.
@@ -131,6 +134,16 @@ func (p *partition) setRules(rules []*rule, old map[string]*ruleShard) {
 	clear(p.series) // group ids of dropped shards are gone; the cache refills itself
 }
 
+// shard returns the shard of the named rule, or nil.
+func (p *partition) shard(name string) *ruleShard {
+	for _, rs := range p.rules {
+		if rs.r.name == name {
+			return rs
+		}
+	}
+	return nil
+}
+
 // newShard returns an empty shard for r whose watermark starts at the partition's:
 // a rollup added at a reload treats input as late exactly as the others do.
 func (p *partition) newShard(r *rule) *ruleShard {
@@ -149,6 +162,7 @@ func (p *partition) newShard(r *rule) *ruleShard {
 // the future (a skewed client clock) is aggregated but does not make the real samples
 // after it late. The append time is in the log, so a replay decides the same.
 func (p *partition) processBatch(off, appendMs int64, value []byte) {
+	p.applyForced(off)
 	p.offset = off + 1
 	p.appendMs = appendMs
 	if err := p.dec.Reset(value); err != nil {
@@ -197,6 +211,16 @@ func (p *partition) push(e *seriesEntry, h uint64, t int64, v float64) {
 			if b := rs.r.sealedBoundary(t - rs.r.lateness); b > rs.sealed {
 				rs.sealed = b
 			}
+		}
+	}
+}
+
+// applyForced applies the recorded seals made before input offset off.
+func (p *partition) applyForced(off int64) {
+	for _, rs := range p.rules {
+		for len(rs.forced) > 0 && rs.forced[0].Offset <= off {
+			rs.sealed = max(rs.sealed, rs.forced[0].Sealed)
+			rs.forced = rs.forced[1:]
 		}
 	}
 }
@@ -315,7 +339,16 @@ type sealMsg struct {
 	part    int
 	rule    int
 	sealed  int64
+	offset  int64 // the partition's next input offset when it reported
 	windows []windowPartial
+}
+
+// sealMark is one observation of a partition: about to read input offset Offset, it
+// had sealed a rule up to Sealed. Emitted results record the marks they depended on,
+// and a replay re-applies them at the same offsets (see doc.go, Exactly once).
+type sealMark struct {
+	Offset int64
+	Sealed int64
 }
 
 // seal finishes every window of the shard that ends at or before rs.sealed and
@@ -358,7 +391,7 @@ func (p *partition) collect(dst []sealMsg) []sealMsg {
 		if rs.sealed == rs.sent {
 			continue
 		}
-		dst = append(dst, sealMsg{part: p.id, rule: i, sealed: rs.sealed, windows: rs.seal()})
+		dst = append(dst, sealMsg{part: p.id, rule: i, sealed: rs.sealed, offset: p.offset, windows: rs.seal()})
 		rs.sent = rs.sealed
 	}
 	if p.maxT != noWatermark && p.maxT >= p.sweepAt {

@@ -21,6 +21,8 @@ type Result struct {
 	// output samples carry timestamp End.
 	Start, End int64
 	Series     []ResultSeries
+	// marks are the partitions' (offset, sealed) reports this window was closed on.
+	marks []sealMark
 }
 
 // ResultSeries is one output series' value for the window.
@@ -45,9 +47,11 @@ func (r *Result) WindowEnd() time.Time { return time.UnixMilli(r.End) }
 // Record encoding of a Result in the rollups topic (part of the on-disk format):
 //
 //	key   := "rollup/v1/" name "/" end:decimal-ms
-//	value := a sample batch (package sample): one series per output series, each
-//	         with one float sample at End, plus a first pseudo-series whose only
-//	         label is __rollup_window__="<start>" and no samples.
+//	value := a sample batch (package sample): a first pseudo-series with no samples
+//	         and the labels __rollup_window__="<start>" and
+//	         __rollup_marks__="<offset>:<sealed>,..." (one per input partition: what
+//	         each had read and sealed when the window closed), then one series per
+//	         output series, each with one float sample at End.
 const resultKeyPrefix = "rollup/v1/"
 
 // encodeResult returns the record key and value of r.
@@ -55,7 +59,17 @@ func encodeResult(r *Result) (key, value []byte) {
 	key = fmt.Appendf(nil, "%s%s/%d", resultKeyPrefix, r.Rollup, r.End)
 	var enc sample.Encoder
 	enc.Reset()
-	enc.AppendSeries(&sample.Series{Labels: []sample.Label{{Name: []byte("__rollup_window__"), Value: fmt.Appendf(nil, "%d", r.Start)}}})
+	var marks []byte
+	for i, m := range r.marks {
+		if i > 0 {
+			marks = append(marks, ',')
+		}
+		marks = fmt.Appendf(marks, "%d:%d", m.Offset, m.Sealed)
+	}
+	enc.AppendSeries(&sample.Series{Labels: []sample.Label{
+		{Name: []byte("__rollup_marks__"), Value: marks},
+		{Name: []byte("__rollup_window__"), Value: fmt.Appendf(nil, "%d", r.Start)},
+	}})
 	var s sample.Series
 	for i := range r.Series {
 		s.Labels = s.Labels[:0]
@@ -92,11 +106,20 @@ func decodeResult(key, value []byte) (*Result, error) {
 		s := dec.Series()
 		if first {
 			first = false
-			if len(s.Labels) != 1 || string(s.Labels[0].Name) != "__rollup_window__" {
+			if len(s.Labels) != 2 || string(s.Labels[0].Name) != "__rollup_marks__" || string(s.Labels[1].Name) != "__rollup_window__" {
 				return nil, fmt.Errorf("rollups record %q: missing window header", key)
 			}
-			if _, err := fmt.Sscanf(string(s.Labels[0].Value), "%d", &r.Start); err != nil {
+			if _, err := fmt.Sscanf(string(s.Labels[1].Value), "%d", &r.Start); err != nil {
 				return nil, fmt.Errorf("rollups record %q: bad window start: %w", key, err)
+			}
+			if ms := string(s.Labels[0].Value); ms != "" {
+				for _, m := range strings.Split(ms, ",") {
+					var sm sealMark
+					if _, err := fmt.Sscanf(m, "%d:%d", &sm.Offset, &sm.Sealed); err != nil {
+						return nil, fmt.Errorf("rollups record %q: bad mark %q: %w", key, m, err)
+					}
+					r.marks = append(r.marks, sm)
+				}
 			}
 			continue
 		}

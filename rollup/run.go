@@ -78,6 +78,7 @@ func (w *worker) run(ctx context.Context, out chan<- partMsg) {
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 			if w.c.Position() >= w.e.opts.Samples.Stats(w.p.id).EndOffset {
 				w.p.offset = max(w.p.offset, w.c.Position())
+				w.p.applyForced(w.p.offset)
 				w.p.advanceIdle(w.e.opts.Now().UnixMilli())
 			}
 		default:
