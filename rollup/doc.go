@@ -40,8 +40,10 @@
 // the wall clock (idle partitions) does not replay by itself, so every emitted window
 // records, per partition, the input offset and sealed boundary the coordinator last
 // heard (the marks in its record); the replay re-applies those seals at the same
-// offsets. Samples that were late in the first run are late again, and every window
-// is emitted exactly once with the values of a run that never crashed.
+// offsets. Samples that were late for anything already emitted are late again (a seal
+// after the last emitted window is not recorded and may fall elsewhere on replay, but
+// nothing that depended on it had been emitted), and every window is emitted exactly
+// once with the values of a run that never crashed.
 //
 // # Checkpoint file
 //
