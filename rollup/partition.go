@@ -165,6 +165,10 @@ func (p *partition) processBatch(off, appendMs int64, value []byte) {
 	p.applyForced(off)
 	p.offset = off + 1
 	p.appendMs = appendMs
+	if len(p.rules) == 0 {
+		// No rollup configured: nothing to aggregate, and no watermark to keep.
+		return
+	}
 	if err := p.dec.Reset(value); err != nil {
 		p.metrics.badBatches.Inc()
 		return
@@ -236,6 +240,19 @@ func (p *partition) advanceIdle(nowMs int64) {
 }
 
 func (p *partition) newSeries(h uint64, ls []sample.Label) seriesEntry {
+	any := false
+	for _, rs := range p.rules {
+		if rs.r.matchesRaw(ls) {
+			any = true
+			break
+		}
+	}
+	if !any {
+		// The common case for most series: cache the miss without building labels.
+		e := seriesEntry{lastT: math.MinInt64}
+		p.series[h] = e
+		return e
+	}
 	p.sb.Reset()
 	for _, l := range ls {
 		p.sb.Add(string(l.Name), string(l.Value))

@@ -7,12 +7,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/vigilhq/vigil/config"
+	"github.com/vigilhq/vigil/sample"
 )
 
 // groupMode says how a rule derives a group's labels from a series' labels.
@@ -144,6 +146,26 @@ func outputSuffix(text string, interval time.Duration, mode groupMode, ls []stri
 func (r *rule) matches(ls labels.Labels) bool {
 	for _, m := range r.matchers {
 		if !m.Matches(ls.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
+// matchesRaw is matches over a decoded series' raw labels (sorted by name), without
+// building a labels.Labels: the strings it hands the matchers alias ls and are not kept.
+func (r *rule) matchesRaw(ls []sample.Label) bool {
+	for _, m := range r.matchers {
+		v := ""
+		for _, l := range ls {
+			if len(l.Name) == len(m.Name) && string(l.Name) == m.Name {
+				if len(l.Value) > 0 {
+					v = unsafe.String(&l.Value[0], len(l.Value))
+				}
+				break
+			}
+		}
+		if !m.Matches(v) {
 			return false
 		}
 	}
