@@ -83,6 +83,11 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if ra, bd := c.Log.RetentionAge.D(), c.Query.BlockDuration.D(); ra > 0 && ra < bd*3/2 {
+		// The query store commits the log only past samples in blocks on disk: a crash
+		// replays up to 1.5 block durations, which the log must still hold.
+		return fmt.Errorf("log.retention_age %s is shorter than 1.5 x query.block_duration (%s): a crash could lose samples not yet in a block", ra, bd*3/2)
+	}
 	seen := map[string]bool{}
 	for i := range c.Rollups {
 		if err := c.Rollups[i].validate(); err != nil {

@@ -30,6 +30,7 @@ func TestParseErrors(t *testing.T) {
 	f("rollups:\n  - {name: a, match: up, interval: 5s, outputs: [maxx]}\n", `unknown output "maxx"`)
 	f("rollups:\n  - {name: a, match: up, interval: 5s, outputs: ['quantiles(2)']}\n", "quantile")
 	f("server:\n  tls:\n    cert_file: a\n", "together")
+	f("log:\n  retention_age: 1h\n", "1.5 x query.block_duration")
 }
 
 func TestRollupOutputsFlowSequence(t *testing.T) {
