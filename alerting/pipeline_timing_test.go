@@ -12,8 +12,7 @@ import (
 // BenchmarkPagingLatency measures the pipeline's share of paging latency: from Send
 // of a new firing alert (group_wait 0s) to the fake PagerDuty accepting the trigger,
 // and from Send of its resolution (the group's last alert, so flushed at once) to the
-// resolve, through the
-// durable outbox (fsync always). It reports p50 and p99 of each.
+// resolve, through the durable outbox (fsync always). It reports p50 and p99 of each.
 func BenchmarkPagingLatency(b *testing.B) {
 	fake := pagerdutyfake.New()
 	defer fake.Close()
