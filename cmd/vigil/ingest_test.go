@@ -185,6 +185,7 @@ func TestRealClientsRemoteWrite(t *testing.T) {
 	os.MkdirAll(dataDir, 0o755)
 	natsAddr := freeAddr(t)
 	v := startVigil(t, dataDir, "--config", cfgFile, "--nats-listen", natsAddr)
+	v.token = "e2e-token" // server.auth guards /metrics too
 	writeURL := "http://" + v.addr + "/api/v1/write"
 
 	// Without the token: 401.

@@ -51,6 +51,7 @@ type vigilProc struct {
 	addr   string
 	stderr *lockedBuffer
 	done   chan error
+	token  string // bearer token get sends, for a vigil with server.auth
 }
 
 type lockedBuffer struct {
@@ -116,7 +117,14 @@ func startVigil(t *testing.T, dataDir string, extra ...string) *vigilProc {
 
 func (p *vigilProc) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + p.addr + path)
+	req, err := http.NewRequest("GET", "http://"+p.addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
