@@ -113,7 +113,7 @@ func BenchmarkBytesPerGroup(b *testing.B) {
 				}
 				runtime.GC()
 				runtime.ReadMemStats(&after)
-				groups := len(se.parts[0].rules[0].groupIDs)
+				groups := se.parts[0].rules[0].groupIDs.len()
 				runtime.KeepAlive(se)
 				return float64(after.HeapAlloc) - float64(before.HeapAlloc), groups
 			}

@@ -162,7 +162,7 @@ func TestSeriesChurn(t *testing.T) {
 	if got := len(p.series); got > 450 {
 		t.Errorf("%d series cached after churn, want those silent for over 5m dropped", got)
 	}
-	if got := len(p.rules[0].groupIDs); got > 450 {
+	if got := p.rules[0].groupIDs.len(); got > 450 {
 		t.Errorf("%d groups kept after churn, want those silent for over 5m dropped", got)
 	}
 	// Every window of the by-job rollup sees the series alive in it.

@@ -64,7 +64,7 @@ type ruleShard struct {
 	sealed, sent int64
 	windows      []*window // open windows, sorted by start
 	spare        []*window
-	groupIDs     map[string]int32
+	groupIDs     groupIndex
 	groups       []groupInfo
 	freeIDs      []int32
 	carries      map[uint64]carry
@@ -147,7 +147,7 @@ func (p *partition) shard(name string) *ruleShard {
 // newShard returns an empty shard for r whose watermark starts at the partition's:
 // a rollup added at a reload treats input as late exactly as the others do.
 func (p *partition) newShard(r *rule) *ruleShard {
-	rs := &ruleShard{r: r, sealed: noWatermark, sent: noWatermark, groupIDs: map[string]int32{}, carries: map[uint64]carry{}}
+	rs := &ruleShard{r: r, sealed: noWatermark, sent: noWatermark, groupIDs: newGroupIndex(), carries: map[uint64]carry{}}
 	if p.maxT != noWatermark {
 		rs.sealed = r.sealedBoundary(p.maxT - r.lateness)
 	}
@@ -280,7 +280,7 @@ func (p *partition) newSeries(h uint64, ls []sample.Label) seriesEntry {
 
 // groupID interns a group key.
 func (rs *ruleShard) groupID(key []byte) int32 {
-	if id, ok := rs.groupIDs[string(key)]; ok {
+	if id, ok := rs.groupIDs.get(key, rs.groups); ok {
 		return id
 	}
 	k := string(key)
@@ -293,7 +293,7 @@ func (rs *ruleShard) groupID(key []byte) int32 {
 		id = int32(len(rs.groups))
 		rs.groups = append(rs.groups, groupInfo{key: k, lastT: math.MinInt64})
 	}
-	rs.groupIDs[k] = id
+	rs.groupIDs.put(k, id)
 	return id
 }
 
@@ -431,7 +431,7 @@ func (p *partition) sweep() {
 		for id := range rs.groups {
 			gi := &rs.groups[id]
 			if gi.key != "" && gi.lastT < limit && !rs.inOpenWindow(int32(id)) {
-				delete(rs.groupIDs, gi.key)
+				rs.groupIDs.remove(gi.key, int32(id))
 				*gi = groupInfo{}
 				rs.freeIDs = append(rs.freeIDs, int32(id))
 			}
@@ -452,7 +452,7 @@ func (rs *ruleShard) inOpenWindow(id int32) bool {
 func (p *partition) activeGroups() int {
 	n := 0
 	for _, rs := range p.rules {
-		n += len(rs.groupIDs)
+		n += rs.groupIDs.len()
 	}
 	return n
 }
