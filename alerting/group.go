@@ -206,3 +206,10 @@ func (g *aggrGroup) flush(now time.Time) {
 		g.p.mu.Unlock()
 	}
 }
+
+// waitFlush returns once a flush of the group that is in progress has finished (it
+// takes and releases flushMu, which every flush holds).
+func (g *aggrGroup) waitFlush() {
+	g.flushMu.Lock()
+	defer g.flushMu.Unlock()
+}

@@ -315,8 +315,7 @@ func (p *Pipeline) Reload(cfg *Config) error {
 	// Let flushes in progress finish (and log what they sent) before the new groups
 	// look at the notification log, so that nothing goes out twice.
 	for _, g := range old {
-		g.flushMu.Lock()
-		g.flushMu.Unlock()
+		g.waitFlush()
 	}
 	p.outbox.reconfigure(cfg)
 	p.mu.Lock()

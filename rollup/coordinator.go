@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -171,12 +172,12 @@ func (c *coordinator) compute(cr *coordRule, start int64, parts [][]groupPartial
 		if err != nil {
 			continue // keys are built by encodeKey; a bad one is skipped, never emitted
 		}
-		name := gl.Get(labels.MetricName)
+		name := gl.Get(model.MetricNameLabel)
 		for _, o := range r.outputs {
 			metric := name + r.suffix + o.suffix()
 			o.flush(m, func(extraName, extraValue string, v float64) {
 				c.lb.Reset(gl)
-				c.lb.Set(labels.MetricName, metric)
+				c.lb.Set(model.MetricNameLabel, metric)
 				if extraName != "" {
 					c.lb.Set(extraName, extraValue)
 				}

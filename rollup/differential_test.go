@@ -138,7 +138,6 @@ func reference(t *testing.T, rollups []config.RollupConfig, series []inSeries, a
 			inc     float64
 			rateSum float64
 			rateN   int
-			hist    []float64
 		}
 		type gw struct {
 			g labels.Labels

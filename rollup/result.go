@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/vigilhq/vigil/sample"
@@ -35,7 +36,7 @@ type ResultSeries struct {
 func (r *Result) MetricNames() []string {
 	var names []string
 	for i := range r.Series {
-		names = append(names, r.Series[i].Labels.Get(labels.MetricName))
+		names = append(names, r.Series[i].Labels.Get(model.MetricNameLabel))
 	}
 	slices.Sort(names)
 	return slices.Compact(names)

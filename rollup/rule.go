@@ -110,7 +110,7 @@ func compileRule(c config.RollupConfig) (*rule, error) {
 func cleanLabelList(in []string) []string {
 	out := make([]string, 0, len(in))
 	for _, l := range in {
-		if l != labels.MetricName {
+		if l != model.MetricNameLabel {
 			out = append(out, l)
 		}
 	}
@@ -177,7 +177,7 @@ func (r *rule) groupLabels(b *labels.Builder, ls labels.Labels) labels.Labels {
 	switch r.mode {
 	case groupBy:
 		b.Reset(labels.EmptyLabels())
-		b.Set(labels.MetricName, ls.Get(labels.MetricName))
+		b.Set(model.MetricNameLabel, ls.Get(model.MetricNameLabel))
 		for _, n := range r.labels {
 			b.Set(n, ls.Get(n))
 		}
@@ -186,6 +186,7 @@ func (r *rule) groupLabels(b *labels.Builder, ls labels.Labels) labels.Labels {
 		b.Reset(ls)
 		b.Del(r.labels...)
 		return b.Labels()
+	case groupAll:
 	}
 	return ls
 }

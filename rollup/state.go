@@ -198,7 +198,7 @@ func (a *acc) seal(nd need, key string, carries map[uint64]carry, staleness int6
 			gp.RateSum += inc / d
 			gp.RateN++
 		}
-		carries[sw.H] = carry{lastS.T, lastS.V}
+		carries[sw.H] = carry(lastS)
 	}
 	return gp
 }

@@ -217,10 +217,6 @@ func (r *AlertingRule) ActiveAlerts() []Alert {
 	return res
 }
 
-// identity is the key under which the rule's state is matched across reloads and
-// restarts: its name and labels, as Prometheus's CopyState matches rules.
-func (r *AlertingRule) identity() string { return r.name + r.labels.String() }
-
 // eval evaluates the rule at ts and updates its alerts. It returns the ALERTS and
 // ALERTS_FOR_STATE samples to write (none in modeArrival). A template that fails to
 // expand yields Prometheus's "<error expanding template: ...>" text and is returned
@@ -261,7 +257,7 @@ func (r *AlertingRule) eval(ctx context.Context, mode evalMode, queryOffset time
 			return out
 		}
 		lb.Reset(smpl.Metric)
-		lb.Del(labels.MetricName)
+		lb.Del(model.MetricNameLabel)
 		r.labels.Range(func(l labels.Label) { lb.Set(l.Name, expand(l.Value)) })
 		lb.Set(labels.AlertName, r.name)
 		sb.Reset()
@@ -434,7 +430,7 @@ func (r *AlertingRule) advanceLocked(alerts map[uint64]*Alert, ts, next time.Tim
 func (r *AlertingRule) sample(a *Alert, ts time.Time) promql.Sample {
 	lb := labels.NewBuilder(r.labels)
 	a.Labels.Range(func(l labels.Label) { lb.Set(l.Name, l.Value) })
-	lb.Set(labels.MetricName, "ALERTS")
+	lb.Set(model.MetricNameLabel, "ALERTS")
 	lb.Set(labels.AlertName, r.name)
 	lb.Set("alertstate", a.State.String())
 	return promql.Sample{Metric: lb.Labels(), T: timestamp.FromTime(ts), F: 1}
@@ -443,7 +439,7 @@ func (r *AlertingRule) sample(a *Alert, ts time.Time) promql.Sample {
 func (r *AlertingRule) forStateSample(a *Alert, ts time.Time) promql.Sample {
 	lb := labels.NewBuilder(r.labels)
 	a.Labels.Range(func(l labels.Label) { lb.Set(l.Name, l.Value) })
-	lb.Set(labels.MetricName, "ALERTS_FOR_STATE")
+	lb.Set(model.MetricNameLabel, "ALERTS_FOR_STATE")
 	lb.Set(labels.AlertName, r.name)
 	return promql.Sample{Metric: lb.Labels(), T: timestamp.FromTime(ts), F: float64(a.ActiveAt.Unix())}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/timestamp"
 	"github.com/prometheus/prometheus/promql"
@@ -160,7 +161,7 @@ func (c *captureAppendable) byName(name string) []capturedSample {
 	defer c.mu.Unlock()
 	var out []capturedSample
 	for _, s := range c.samples {
-		if s.Labels.Get(labels.MetricName) == name {
+		if s.Labels.Get(model.MetricNameLabel) == name {
 			out = append(out, s)
 		}
 	}
