@@ -172,7 +172,7 @@ receivers:
 `, url)
 	}
 	amURL := startAlertmanager(t, cfg(amSink.srv.URL))
-	p, _ := newTestPipeline(t, cfg(vSink.srv.URL), nil)
+	p, _ := newTestPipeline(t, cfg(vSink.srv.URL), func(o *Options) { o.Log = noSyncLog(t) })
 
 	now := time.Now()
 	// A silence on alertname=C, in both.
@@ -304,7 +304,7 @@ receivers:
 `, testRoutingKey, url)
 	}
 	amURL := startAlertmanager(t, cfg(amFake.EnqueueURL()))
-	p, _ := newTestPipeline(t, cfg(vFake.EnqueueURL()), nil)
+	p, _ := newTestPipeline(t, cfg(vFake.EnqueueURL()), func(o *Options) { o.Log = noSyncLog(t) })
 	start := time.Now().Add(-time.Minute)
 	post := func(a Alert) {
 		postJSON(t, amURL+"/api/v2/alerts", []amAlert{toAMAlert(a)})
