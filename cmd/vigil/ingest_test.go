@@ -87,9 +87,9 @@ func (p *vigilProc) metricValue(t *testing.T, name string) float64 {
 	return 0
 }
 
-// readSamplesLog opens the stopped vigil's log and returns every series (labels in
-// Prometheus text form) with its samples.
-func readSamplesLog(t *testing.T, dataDir string) map[string][]sample.Sample {
+// eachLoggedSeries opens the stopped vigil's log and calls fn with every series of the
+// samples topic, partition by partition in offset order (s is valid during the call).
+func eachLoggedSeries(t *testing.T, dataDir string, fn func(s *sample.Series)) {
 	t.Helper()
 	l, err := logcore.Open(filepath.Join(dataDir, "log"), logcore.Options{})
 	if err != nil {
@@ -100,7 +100,6 @@ func readSamplesLog(t *testing.T, dataDir string) map[string][]sample.Sample {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string][]sample.Sample{}
 	var dec sample.Decoder
 	for p := 0; p < tp.Partitions(); p++ {
 		st := tp.Stats(p)
@@ -114,17 +113,26 @@ func readSamplesLog(t *testing.T, dataDir string) map[string][]sample.Sample {
 					t.Fatal(err)
 				}
 				for dec.Next() {
-					s := dec.Series()
-					k := seriesKey(s.Labels)
-					out[k] = append(out[k], s.Samples...)
+					fn(dec.Series())
 				}
 				if err := dec.Err(); err != nil {
 					t.Fatal(err)
 				}
-				off = r.Offset + 1
 			}
+			off = recs[len(recs)-1].Offset + 1
 		}
 	}
+}
+
+// readSamplesLog returns every series of the stopped vigil's log (labels in Prometheus
+// text form) with its samples.
+func readSamplesLog(t *testing.T, dataDir string) map[string][]sample.Sample {
+	t.Helper()
+	out := map[string][]sample.Sample{}
+	eachLoggedSeries(t, dataDir, func(s *sample.Series) {
+		k := seriesKey(s.Labels)
+		out[k] = append(out[k], s.Samples...)
+	})
 	return out
 }
 
@@ -414,38 +422,12 @@ func TestRemoteWriteServed(t *testing.T) {
 // readHistogramsLog returns the native histograms of the stopped vigil's log by series.
 func readHistogramsLog(t *testing.T, dataDir string) map[string][]sample.Histogram {
 	t.Helper()
-	l, err := logcore.Open(filepath.Join(dataDir, "log"), logcore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	tp, err := l.Topic("samples", logcore.TopicConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string][]sample.Histogram{}
-	var dec sample.Decoder
-	for p := 0; p < tp.Partitions(); p++ {
-		st := tp.Stats(p)
-		for off := st.StartOffset; off < st.EndOffset; {
-			recs, err := tp.Read(p, off, 4<<20, nil)
-			if err != nil || len(recs) == 0 {
-				t.Fatalf("read partition %d at %d: %v", p, off, err)
-			}
-			for _, r := range recs {
-				if err := dec.Reset(r.Value); err != nil {
-					t.Fatal(err)
-				}
-				for dec.Next() {
-					s := dec.Series()
-					for _, h := range s.Histograms {
-						k := seriesKey(s.Labels)
-						out[k] = append(out[k], sample.Histogram{T: h.T, Proto: append([]byte(nil), h.Proto...)})
-					}
-				}
-				off = r.Offset + 1
-			}
+	eachLoggedSeries(t, dataDir, func(s *sample.Series) {
+		for _, h := range s.Histograms {
+			k := seriesKey(s.Labels)
+			out[k] = append(out[k], sample.Histogram{T: h.T, Proto: append([]byte(nil), h.Proto...)})
 		}
-	}
+	})
 	return out
 }
