@@ -411,14 +411,19 @@ func (s *server) guardedHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	var current atomic.Pointer[httpauth.Authenticator]
-	current.Store(auth)
+	// The guarded mux is built once per configuration, not per request.
+	var guarded atomic.Pointer[http.Handler]
+	set := func(a *httpauth.Authenticator) {
+		h := a.Wrap(s.mux, nil)
+		guarded.Store(&h)
+	}
+	set(auth)
 	s.onReload("server auth", func(c *config.Config) error {
 		a, err := httpauth.New(c.Server.Auth)
 		if err != nil {
 			return err
 		}
-		current.Store(a)
+		set(a)
 		return nil
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -428,7 +433,7 @@ func (s *server) guardedHandler() (http.Handler, error) {
 			// rejections in vigil_ingest_rejected_total{reason="unauthorized"}.
 			s.mux.ServeHTTP(w, r)
 		default:
-			current.Load().Wrap(s.mux, nil).ServeHTTP(w, r)
+			(*guarded.Load()).ServeHTTP(w, r)
 		}
 	}), nil
 }

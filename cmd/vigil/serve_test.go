@@ -174,6 +174,9 @@ func TestServeEndpointsAndCleanShutdown(t *testing.T) {
 	if !found || st.Consumers == nil {
 		t.Fatalf("status lacks the samples topic or the consumers list: %s", body)
 	}
+	if code, body := p.get(t, "/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Fatalf("/debug/pprof/: %d %.200q", code, body)
+	}
 	code, body = p.get(t, "/metrics")
 	if code != 200 || !strings.Contains(body, "vigil_log_appended_bytes_total") {
 		t.Fatalf("/metrics: %d, lacks vigil_log_appended_bytes_total:\n%.2000s", code, body)
