@@ -26,7 +26,10 @@ import (
 // each the accepted samples/s, samples per server CPU-second and the server's peak RSS.
 // Run it alone: go test -run '^$' -bench RemoteWritePeers -benchtime 1x ./ingest/
 func BenchmarkRemoteWritePeers(b *testing.B) {
-	const rounds = 10 // 10 x 100k series = 1M samples per server and b.N
+	rounds := 10 // 10 x 100k series = 1M samples per server and b.N
+	if v, err := strconv.Atoi(os.Getenv("VIGIL_PEER_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
 	bodies := peerBodies(b, rounds)
 	peers := []struct {
 		name string
@@ -73,6 +76,9 @@ func BenchmarkRemoteWritePeers(b *testing.B) {
 					defer func() { cmd.Process.Kill(); cmd.Wait() }()
 					waitHTTP(b, addr, &out)
 					cpu0 := procCPU(cmd.Process.Pid)
+					if path := os.Getenv("VIGIL_PEER_CPUPROFILE"); path != "" && p.name == "vigil" {
+						go saveProfile(addr, path)
+					}
 					t0 := time.Now()
 					n, err := sendAll("http://"+addr+"/api/v1/write", bodies, 4)
 					if err != nil {
@@ -249,4 +255,17 @@ func procPeakRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// saveProfile writes 5 seconds of the server's CPU profile (/debug/pprof/profile) to
+// path, for VIGIL_PEER_CPUPROFILE: profile vigil serve under the benchmark's load.
+func saveProfile(addr, path string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=5")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	os.WriteFile(path, buf.Bytes(), 0o644)
 }
