@@ -341,68 +341,50 @@ func (w *Writer) maybeSweep(now int64) {
 	go w.active.sweep(now)
 }
 
-// appendAll does one Append per non-empty partition, concurrently; it returns the
+// appendAll does one Append per non-empty partition, all at once; it returns the
 // partitions that failed and the first error.
 func (w *Writer) appendAll(ctx context.Context, pe *partitionEncoders) ([]int, error) {
-	used := pe.used[:0]
+	n := len(pe.parts)
+	if cap(pe.recs) < n {
+		pe.recs, pe.bases, pe.errs = make([][]logcore.Record, n), make([]int64, n), make([]error, n)
+	}
+	recs, errs := pe.recs[:n], pe.errs[:n]
+	some := false
 	for p := range pe.parts {
-		if pe.parts[p].n > 0 {
-			used = append(used, p)
+		part := &pe.parts[p]
+		part.recs = part.recs[:0]
+		for _, e := range part.encs[:part.used] {
+			part.recs = append(part.recs, logcore.Record{Timestamp: part.ts, Value: e.Bytes()})
 		}
+		recs[p], errs[p] = part.recs, nil
+		some = some || len(part.recs) > 0
 	}
-	pe.used = used
-	if len(used) == 0 {
+	if !some {
 		return nil, nil
 	}
-	if len(used) == 1 {
-		if err := w.appendOne(ctx, pe, used[0]); err != nil {
-			return []int{used[0]}, err
-		}
-		return nil, nil
-	}
-	errs := make([]error, len(used))
-	var wg sync.WaitGroup
-	for i, p := range used[1:] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i+1] = w.appendOne(ctx, pe, p)
-		}()
-	}
-	errs[0] = w.appendOne(ctx, pe, used[0])
-	wg.Wait()
+	logcore.AppendPartitions(ctx, w.topic, recs, pe.bases[:n], errs)
 	var failed []int
 	var first error
-	for i, err := range errs {
+	for p, err := range errs {
 		if err != nil {
-			failed = append(failed, used[i])
+			w.logger.Warn("append to the samples topic failed", "partition", p, "err", err)
+			failed = append(failed, p)
 			if first == nil {
-				first = err
+				first = fmt.Errorf("%w: partition %d: %v", ErrLogUnavailable, p, err)
 			}
 		}
 	}
+	clear(recs)
 	return failed, first
-}
-
-func (w *Writer) appendOne(ctx context.Context, pe *partitionEncoders, p int) error {
-	part := &pe.parts[p]
-	recs := part.recs[:0]
-	for _, e := range part.encs[:part.used] {
-		recs = append(recs, logcore.Record{Timestamp: part.ts, Value: e.Bytes()})
-	}
-	part.recs = recs
-	if _, err := w.topic.Append(ctx, p, recs); err != nil {
-		w.logger.Warn("append to the samples topic failed", "partition", p, "err", err)
-		return fmt.Errorf("%w: partition %d: %v", ErrLogUnavailable, p, err)
-	}
-	return nil
 }
 
 // partitionEncoders is the pooled per-Write state: for each partition, the sample
 // batches being encoded.
 type partitionEncoders struct {
 	parts   []partEnc
-	used    []int
+	recs    [][]logcore.Record // per partition, for AppendPartitions
+	bases   []int64
+	errs    []error
 	hashBuf []byte
 }
 

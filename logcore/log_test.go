@@ -743,3 +743,57 @@ func TestCompactedConsumerBehindStart(t *testing.T) {
 		t.Fatalf("%d superseded records counted as skipped", n)
 	}
 }
+
+// onlyAppend hides a topic's AppendPartitions, so that AppendPartitions falls back to
+// concurrent Appends.
+type onlyAppend struct{ Topic }
+
+func TestAppendPartitions(t *testing.T) {
+	l := openTest(t, t.TempDir(), Options{})
+	defer l.Close()
+	tp, err := l.Topic("t", TopicConfig{Partitions: 3, SegmentBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tp.(MultiAppender); !ok {
+		t.Fatal("the file topic is not a MultiAppender")
+	}
+	for _, tc := range []struct {
+		name string
+		t    Topic
+	}{{"file", tp}, {"fallback", onlyAppend{tp}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := [3]int64{tp.Stats(0).EndOffset, tp.Stats(1).EndOffset, tp.Stats(2).EndOffset}
+			// Partition 1 gets nothing and partition 3 does not exist: the others are
+			// still appended, and the entries of partition 1 are left alone.
+			recs := [][]Record{{rec("", "a", 1), rec("", "b", 2)}, nil, {rec("", "c", 3)}, {rec("", "d", 4)}}
+			bases := []int64{-7, -7, -7, -7}
+			errs := make([]error, 4)
+			AppendPartitions(context.Background(), tc.t, recs, bases, errs)
+			if errs[0] != nil || errs[1] != nil || errs[2] != nil || !errors.Is(errs[3], ErrNoPartition) {
+				t.Fatalf("errs = %v", errs)
+			}
+			if bases[0] != before[0] || bases[1] != -7 || bases[2] != before[2] {
+				t.Fatalf("bases = %v, ends before %v", bases, before)
+			}
+			if got := tp.Stats(0).EndOffset; got != before[0]+2 {
+				t.Fatalf("partition 0 ends at %d, want %d", got, before[0]+2)
+			}
+			if got := tp.Stats(1).EndOffset; got != before[1] {
+				t.Fatalf("partition 1 ends at %d, want %d", got, before[1])
+			}
+			last := readAll(t, tp, 2)
+			if v := string(last[len(last)-1].Value); v != "c" {
+				t.Fatalf("partition 2 ends with %q", v)
+			}
+		})
+	}
+	// A cancelled context fails every partition without appending.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	errs := make([]error, 2)
+	AppendPartitions(ctx, tp, [][]Record{{rec("", "x", 1)}, {rec("", "y", 1)}}, make([]int64, 2), errs)
+	if !errors.Is(errs[0], context.Canceled) || !errors.Is(errs[1], context.Canceled) {
+		t.Fatalf("errs with a cancelled context = %v", errs)
+	}
+}

@@ -322,8 +322,18 @@ func (pt *partition) append(ctx context.Context, recs []Record) (int64, error) {
 		defer pt.mu.RUnlock()
 		return pt.end, nil
 	}
-	if err := ctx.Err(); err != nil {
+	r, err := pt.submit(ctx, recs)
+	if err != nil {
 		return -1, err
+	}
+	return r.await()
+}
+
+// submit encodes recs (not empty) as one batch and queues it for the writer, without
+// waiting for the outcome: the caller must await the returned request.
+func (pt *partition) submit(ctx context.Context, recs []Record) (*appendReq, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	cfg := pt.topic.config()
 	r := reqPool.Get().(*appendReq)
@@ -334,7 +344,7 @@ func (pt *partition) append(ctx context.Context, recs []Record) (int64, error) {
 	}
 	if err != nil {
 		reqPool.Put(r)
-		return -1, fmt.Errorf("append to %s: %w", pt.name, err)
+		return nil, fmt.Errorf("append to %s: %w", pt.name, err)
 	}
 	r.ctx, r.n = ctx, int64(len(recs))
 	h, _ := parseBatchHeader(r.buf)
@@ -343,16 +353,21 @@ func (pt *partition) append(ctx context.Context, recs []Record) (int64, error) {
 	if pt.sendClosed {
 		pt.sendMu.RUnlock()
 		reqPool.Put(r)
-		return -1, ErrClosed
+		return nil, ErrClosed
 	}
 	select {
 	case pt.queue <- r:
 	case <-ctx.Done():
 		pt.sendMu.RUnlock()
 		reqPool.Put(r)
-		return -1, ctx.Err()
+		return nil, ctx.Err()
 	}
 	pt.sendMu.RUnlock()
+	return r, nil
+}
+
+// await waits for the outcome of a submitted request and returns the request to its pool.
+func (r *appendReq) await() (int64, error) {
 	<-r.done
 	base, err := r.base, r.err
 	r.ctx, r.err = nil, nil

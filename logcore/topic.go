@@ -177,6 +177,36 @@ func (t *fileTopic) Append(ctx context.Context, p int, recs []Record) (int64, er
 	return off, err
 }
 
+// AppendPartitions appends recs[p] to partition p for every non-empty recs[p]; see
+// the package function AppendPartitions. Every batch is queued before the first
+// outcome is awaited, so the partitions' writers sync them at the same time, and no
+// goroutine is started.
+func (t *fileTopic) AppendPartitions(ctx context.Context, recs [][]Record, bases []int64, errs []error) {
+	reqs := make([]*appendReq, len(recs))
+	for p, rs := range recs {
+		if len(rs) == 0 {
+			continue
+		}
+		pt, err := t.partition(p)
+		if err == nil {
+			reqs[p], err = pt.submit(ctx, rs)
+		}
+		if err != nil {
+			bases[p], errs[p] = -1, err
+			t.log.metrics.appendErrors.Inc()
+		}
+	}
+	for p, r := range reqs {
+		if r == nil {
+			continue
+		}
+		bases[p], errs[p] = r.await()
+		if errs[p] != nil {
+			t.log.metrics.appendErrors.Inc()
+		}
+	}
+}
+
 // Read returns records of partition p from offset on; see Topic. Key and Value of the
 // records are freshly allocated per call.
 func (t *fileTopic) Read(p int, offset int64, maxBytes int, dst []Record) ([]Record, error) {
