@@ -147,10 +147,18 @@ func encodeBatch(buf []byte, recs []Record, b batchMeta) ([]byte, uint32, error)
 	}
 	attrs := uint16(0)
 	if b.codec == CompressionS2 && rawLen > 64 {
-		payload := buf[start+batchHeaderSize:]
-		comp := s2.Encode(make([]byte, s2.MaxEncodedLen(len(payload))), payload)
-		if len(comp) < len(payload) {
-			buf = append(buf[:start+batchHeaderSize], comp...)
+		// Compress into buf's own spare capacity, past the raw payload, then move the
+		// result down over it: no buffer per batch (the caller's buf is reused).
+		body := start + batchHeaderSize
+		need := len(buf) + s2.MaxEncodedLen(rawLen)
+		if cap(buf) < need {
+			grown := make([]byte, len(buf), need)
+			copy(grown, buf)
+			buf = grown
+		}
+		comp := s2.Encode(buf[len(buf):need], buf[body:])
+		if len(comp) < rawLen {
+			buf = buf[:body+copy(buf[body:], comp)]
 			attrs = uint16(CompressionS2)
 		}
 	}
