@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/vigilhq/vigil/api"
+	"github.com/vigilhq/vigil/api/rangesplit"
 	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/ingest"
 	"github.com/vigilhq/vigil/logcore"
@@ -69,7 +70,10 @@ func startVigil(t testing.TB, partitions int) *vigil {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("POST /api/v1/write", ingest.NewRemoteWriteHandler(w, slog.New(slog.DiscardHandler)))
-	api.New(api.Options{Queryable: st.Queryable(), Engine: st.Engine()}).Register(mux)
+	// The engine as `vigil serve` wires it: long range queries split across cores.
+	q := config.Default().Query
+	engine := rangesplit.New(st.Engine(), rangesplit.Options{Parallelism: q.SplitParallelism, MinStepsPerPart: q.SplitMinSteps, MaxSamples: q.MaxSamples})
+	api.New(api.Options{Queryable: st.Queryable(), Engine: engine}).Register(mux)
 	srv := httptest.NewServer(mux)
 	v := &vigil{url: srv.URL, log: l, store: st, mat: m}
 	t.Cleanup(func() {

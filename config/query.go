@@ -21,6 +21,12 @@ type QueryConfig struct {
 	MaxSamples     int      `yaml:"max_samples"`
 	MaxConcurrency int      `yaml:"max_concurrency"`
 	LookbackDelta  Duration `yaml:"lookback_delta"`
+	// SplitParallelism is the most parts a range query is split into, evaluated at
+	// once on as many cores (0: GOMAXPROCS; 1: never split).
+	SplitParallelism int `yaml:"split_parallelism"`
+	// SplitMinSteps is the fewest steps of a part: a range query with fewer than twice
+	// as many steps is evaluated whole.
+	SplitMinSteps int `yaml:"split_min_steps"`
 }
 
 func defaultQuery() QueryConfig {
@@ -33,6 +39,7 @@ func defaultQuery() QueryConfig {
 		MaxSamples:       50000000,
 		MaxConcurrency:   20,
 		LookbackDelta:    Duration(5 * time.Minute),
+		SplitMinSteps:    60,
 	}
 }
 
@@ -48,6 +55,9 @@ func (q *QueryConfig) validate() error {
 	}
 	if q.MaxConcurrency <= 0 || q.MaxSamples <= 0 || q.Timeout <= 0 {
 		return fmt.Errorf("query: timeout, max_samples and max_concurrency must be positive")
+	}
+	if q.SplitParallelism < 0 || q.SplitMinSteps < 2 {
+		return fmt.Errorf("query: split_parallelism must not be negative and split_min_steps must be at least 2")
 	}
 	return nil
 }

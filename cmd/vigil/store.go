@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/api"
+	"github.com/vigilhq/vigil/api/rangesplit"
 	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/store"
 )
@@ -68,9 +69,16 @@ func startStore(s *server, ctx context.Context) (func(context.Context) error, er
 		q := cfg.Query
 		return st.Reconfigure(q.OutOfOrderWindow.D(), q.RawRetention.D(), q.RollupRetention.D())
 	})
+	// Long range queries are evaluated in parts at once, on several cores.
+	engine := rangesplit.New(st.Engine(), rangesplit.Options{
+		Parallelism:     q.SplitParallelism,
+		MinStepsPerPart: q.SplitMinSteps,
+		MaxSamples:      q.MaxSamples,
+		Metrics:         s.metrics,
+	})
 	api.New(api.Options{
 		Queryable: st.Queryable(),
-		Engine:    st.Engine(),
+		Engine:    engine,
 		BuildInfo: buildInfo(),
 	}).Register(s.mux)
 	return func(ctx context.Context) error {
