@@ -1,6 +1,10 @@
 package ingest
 
-import "github.com/vigilhq/vigil/sample"
+import (
+	"encoding/binary"
+
+	"github.com/vigilhq/vigil/sample"
+)
 
 // Batch is a reusable set of decoded series on their way to the log. Decoders fill it
 // with BeginSeries, AddLabel, AddSample, AddHistogram and AddExemplar; the Writer
@@ -25,6 +29,12 @@ type Batch struct {
 	exemplars []sample.Exemplar
 	exLabels  []sample.Label
 
+	// ascii[i] tells that every label name and value of Series[i] is ASCII (so valid
+	// UTF-8), as a decoder found in one pass over their bytes; curASCII is the open
+	// series' flag, set by MarkLabelsASCII.
+	ascii    []bool
+	curASCII bool
+
 	// Start indexes of the open series in the flat buffers.
 	open                           bool
 	lab0, smp0, hst0, exm0, exLab0 int
@@ -39,6 +49,8 @@ func (b *Batch) Reset() {
 	clear(b.hists)
 	b.Series = b.Series[:0]
 	b.Source = b.Source[:0]
+	b.ascii = b.ascii[:0]
+	b.curASCII = false
 	b.labels = b.labels[:0]
 	b.samples = b.samples[:0]
 	b.hists = b.hists[:0]
@@ -60,6 +72,27 @@ func (b *Batch) BeginSeries() {
 	}
 	b.open = true
 	b.lab0, b.smp0, b.hst0, b.exm0 = len(b.labels), len(b.samples), len(b.hists), len(b.exemplars)
+}
+
+// MarkLabelsASCII tells that every label name and value of the open series is ASCII,
+// which lets the Writer skip their UTF-8 checks. A decoder calls it only after checking
+// the bytes (isASCII); a wrong mark would let invalid UTF-8 into the log.
+func (b *Batch) MarkLabelsASCII() { b.curASCII = true }
+
+// labelsASCII reports whether series i was marked by MarkLabelsASCII.
+func (b *Batch) labelsASCII(i int) bool { return i < len(b.ascii) && b.ascii[i] }
+
+// isASCII reports whether every byte of p is below 0x80, eight bytes at a time.
+func isASCII(p []byte) bool {
+	var acc uint64
+	for len(p) >= 8 {
+		acc |= binary.LittleEndian.Uint64(p)
+		p = p[8:]
+	}
+	for _, c := range p {
+		acc |= uint64(c)
+	}
+	return acc&0x8080808080808080 == 0
 }
 
 // AddLabel adds a label to the open series. name and value are aliased, not copied.
@@ -98,6 +131,8 @@ func (b *Batch) EndSeries() {
 		return
 	}
 	b.open = false
+	b.ascii = append(b.ascii, b.curASCII)
+	b.curASCII = false
 	b.Series = append(b.Series, sample.Series{
 		Labels:     b.labels[b.lab0:len(b.labels):len(b.labels)],
 		Samples:    b.samples[b.smp0:len(b.samples):len(b.samples)],
@@ -112,6 +147,7 @@ func (b *Batch) DropSeries() {
 		return
 	}
 	b.open = false
+	b.curASCII = false
 	b.labels = b.labels[:b.lab0]
 	b.samples = b.samples[:b.smp0]
 	b.hists = b.hists[:b.hst0]

@@ -80,10 +80,23 @@ func checkMetadataV1(b []byte) error {
 func decodeSeriesV1(b *Batch, buf []byte) error {
 	b.BeginSeries()
 	r := pbReader{b: buf}
+	// The label fields, as senders write them, are one run of bytes: when that run is
+	// ASCII (tags and short lengths are), so is every name and value in it.
+	labStart, labEnd, labRun := -1, -1, true
 	for !r.done() {
+		pos := len(buf) - len(r.b)
 		field, wt, _, data, err := r.next()
 		if err != nil {
 			return err
+		}
+		if field == 1 {
+			switch {
+			case labStart < 0:
+				labStart = pos
+			case labEnd != pos:
+				labRun = false
+			}
+			labEnd = len(buf) - len(r.b)
 		}
 		if field >= 1 && field <= 4 {
 			if err := wantType(field, wt, wireLen); err != nil {
@@ -114,6 +127,9 @@ func decodeSeriesV1(b *Batch, buf []byte) error {
 			}
 			b.AddHistogram(t, data)
 		}
+	}
+	if labStart >= 0 && labRun && isASCII(buf[labStart:labEnd]) {
+		b.MarkLabelsASCII()
 	}
 	b.EndSeries()
 	return nil
@@ -224,6 +240,7 @@ func decodeExemplarV1(b *Batch, buf []byte) error {
 type V2Decoder struct {
 	symbols [][]byte
 	series  [][]byte
+	ascii   bool // every symbol is ASCII
 }
 
 // Decode decodes a 2.0 request into b. Label names and values alias buf's symbols.
@@ -232,6 +249,7 @@ func (d *V2Decoder) Decode(b *Batch, buf []byte) (DecodeStats, error) {
 	clear(d.symbols)
 	clear(d.series)
 	d.symbols, d.series = d.symbols[:0], d.series[:0]
+	d.ascii = true
 	r := pbReader{b: buf}
 	for !r.done() {
 		field, wt, _, data, err := r.next()
@@ -244,6 +262,7 @@ func (d *V2Decoder) Decode(b *Batch, buf []byte) (DecodeStats, error) {
 				return st, decodeErr("Request", err)
 			}
 			d.symbols = append(d.symbols, data)
+			d.ascii = d.ascii && isASCII(data)
 		case 5:
 			if err := wantType(field, wt, wireLen); err != nil {
 				return st, decodeErr("Request", err)
@@ -373,6 +392,9 @@ func (d *V2Decoder) decodeSeries(b *Batch, buf []byte) (hasMeta bool, err error)
 	}
 	if pending >= 0 {
 		return false, fmt.Errorf("labels_refs has an odd number of references")
+	}
+	if d.ascii {
+		b.MarkLabelsASCII()
 	}
 	b.EndSeries()
 	return hasMeta, nil

@@ -331,12 +331,33 @@ func FuzzDecodeV1(f *testing.F) {
 		if refErr != nil && err == nil {
 			t.Fatalf("prompb fails (%v) but the parser accepts", refErr)
 		}
+		if err == nil {
+			checkASCIIMarks(t, &b)
+		}
 		if err == nil && refErr == nil {
 			if got, want := batchText(&b), v1Text(t, &ref); got != want && !histogramReencodes(&b) {
 				t.Fatalf("differs:\ngot:\n%s\nwant:\n%s", got, want)
 			}
 		}
 	})
+}
+
+// checkASCIIMarks fails when a series marked ASCII has a label name or value that is
+// not: the mark lets the Writer skip its UTF-8 checks.
+func checkASCIIMarks(t *testing.T, b *Batch) {
+	t.Helper()
+	for i, s := range b.Series {
+		if !b.labelsASCII(i) {
+			continue
+		}
+		for _, l := range s.Labels {
+			for _, c := range append(append([]byte{}, l.Name...), l.Value...) {
+				if c >= 0x80 {
+					t.Fatalf("series %d is marked ASCII but has label %q=%q", i, l.Name, l.Value)
+				}
+			}
+		}
+	}
 }
 
 // histogramReencodes reports a batch with histograms: their stored bytes are the
@@ -370,6 +391,7 @@ func FuzzDecodeV2(f *testing.F) {
 		if err != nil {
 			return
 		}
+		checkASCIIMarks(t, &b)
 		for _, s := range b.Series {
 			for _, l := range s.Labels {
 				if !bytes.Contains(buf, l.Name) || !bytes.Contains(buf, l.Value) {
@@ -381,4 +403,87 @@ func FuzzDecodeV2(f *testing.F) {
 			t.Fatalf("differs:\ngot:\n%s\nwant:\n%s", got, want)
 		}
 	})
+}
+
+func TestIsASCII(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"", true}, {"a", true}, {"node_cpu_seconds_total", true}, {"exactly8", true},
+		{"\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f", true},
+		{"é", false}, {"abcdefgh\x80", false}, {"\xffabcdefgh", false}, {"abcd\x80efgh", false},
+	} {
+		if got := isASCII([]byte(tc.in)); got != tc.want {
+			t.Errorf("isASCII(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestASCIIMarks checks which decoded series skip the Writer's UTF-8 checks: those whose
+// labels are one ASCII run of the message, never one with a byte of 0x80 or more.
+func TestASCIIMarks(t *testing.T) {
+	long := strings.Repeat("v", 200) // its length takes a two-byte varint (>= 0x80)
+	v1 := func(ls ...prompb.Label) []byte {
+		req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{Labels: ls, Samples: []prompb.Sample{{Timestamp: 1, Value: 1}}}}}
+		buf, err := req.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return buf
+	}
+	name := prompb.Label{Name: "__name__", Value: "up"}
+	// Labels split by a sample: the run is broken, so no mark even though all is ASCII.
+	var split []byte
+	{
+		var ts []byte
+		lab := func(n, v string) []byte {
+			l := append([]byte{0x0a, byte(len(n))}, n...)
+			l = append(append(l, 0x12, byte(len(v))), v...)
+			return append([]byte{0x0a, byte(len(l))}, l...)
+		}
+		smp := []byte{0x12, 0x09, 0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f}
+		ts = append(append(append(ts, lab("__name__", "up")...), smp...), lab("job", "a")...)
+		split = append([]byte{0x0a, byte(len(ts))}, ts...)
+	}
+	for _, tc := range []struct {
+		name string
+		buf  []byte
+		want bool
+	}{
+		{"ascii", v1(name, prompb.Label{Name: "job", Value: "node"}), true},
+		{"utf8 value", v1(name, prompb.Label{Name: "city", Value: "Zürich"}), false},
+		{"invalid utf8", v1(name, prompb.Label{Name: "bad", Value: "\xff"}), false},
+		{"long value", v1(name, prompb.Label{Name: "long", Value: long}), false},
+		{"labels split by a sample", split, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b Batch
+			if _, err := DecodeWriteV1(&b, tc.buf); err != nil {
+				t.Fatal(err)
+			}
+			if b.Len() != 1 || b.labelsASCII(0) != tc.want {
+				t.Fatalf("%d series, marked %v, want %v", b.Len(), b.labelsASCII(0), tc.want)
+			}
+		})
+	}
+	// Remote-write 2.0: a request is marked series by series when all its symbols are ASCII.
+	for _, tc := range []struct {
+		symbols []string
+		want    bool
+	}{{[]string{"", "__name__", "up"}, true}, {[]string{"", "__name__", "up", "Zürich"}, false}} {
+		req := &writev2.Request{Symbols: tc.symbols, Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}}}}
+		buf, err := req.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b Batch
+		var d V2Decoder
+		if _, err := d.Decode(&b, buf); err != nil {
+			t.Fatal(err)
+		}
+		if b.Len() != 1 || b.labelsASCII(0) != tc.want {
+			t.Fatalf("symbols %q: %d series, marked %v, want %v", tc.symbols, b.Len(), b.labelsASCII(0), tc.want)
+		}
+	}
 }

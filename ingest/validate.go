@@ -87,9 +87,10 @@ func sortLabels(ls []sample.Label) {
 
 // checkLabels validates and normalizes a series' labels in place: it sorts them,
 // drops labels with an empty value (Prometheus's meaning of an absent label), and
-// checks names, values and limits. It returns the normalized labels, or the reason and
-// a message builder when the series must be rejected.
-func (w *Writer) checkLabels(ls []sample.Label) ([]sample.Label, Reason, func() string) {
+// checks names, values and limits; ascii (the decoder found every name and value ASCII)
+// skips the UTF-8 checks. It returns the normalized labels, or the reason and a message
+// builder when the series must be rejected.
+func (w *Writer) checkLabels(ls []sample.Label, ascii bool) ([]sample.Label, Reason, func() string) {
 	sortLabels(ls)
 	// Drop empty values in place.
 	n := 0
@@ -131,7 +132,7 @@ func (w *Writer) checkLabels(ls []sample.Label) ([]sample.Label, Reason, func() 
 				return fmt.Sprintf("value of label %q is %d bytes long, more than the limit of %d", name, len(value), max)
 			}
 		}
-		if !utf8.Valid(l.Value) {
+		if !ascii && !utf8.Valid(l.Value) {
 			name := l.Name
 			return ls, ReasonInvalidUTF8, func() string {
 				return fmt.Sprintf("value of label %q is not valid UTF-8", name)
@@ -157,7 +158,7 @@ func (w *Writer) checkLabels(ls []sample.Label) ([]sample.Label, Reason, func() 
 				}
 			}
 		default:
-			if !utf8.Valid(l.Name) {
+			if !ascii && !utf8.Valid(l.Name) {
 				name := l.Name
 				return ls, ReasonInvalidUTF8, func() string {
 					return fmt.Sprintf("label name %q is not valid UTF-8", name)

@@ -249,7 +249,7 @@ func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, sk
 	for i := range b.Series {
 		s := &b.Series[i]
 		b.partition[i] = -1
-		ls, reason, msg := w.checkLabels(s.Labels)
+		ls, reason, msg := w.checkLabels(s.Labels, b.labelsASCII(i))
 		s.Labels = ls
 		if msg == nil {
 			reason, msg = checkTimes(s, minT, maxT)
