@@ -56,7 +56,14 @@ type Exemplar struct {
 // Series is one series of a batch. The decoder reuses its slices: a Series is valid
 // until the next call to Decoder.Next.
 type Series struct {
-	Labels     []Label
+	// Labels are the series' labels; a Decoder with SkipLabels set leaves them empty.
+	Labels []Label
+	// RawLabels is the wire encoding of Labels (their count and the name/value pairs),
+	// set by the Decoder, aliasing the batch; the Encoder ignores it. Equal RawLabels
+	// decode to equal Labels (the converse need not hold: a varint may be written in
+	// more bytes than needed), so they can key a cache verified with bytes.Equal.
+	// DecodeLabels decodes them.
+	RawLabels  []byte
 	Samples    []Sample
 	Histograms []Histogram
 	Exemplars  []Exemplar
@@ -148,6 +155,11 @@ func appendLabels(b []byte, ls []Label) []byte {
 // Decoder iterates over the series of a batch without copying: decoded labels and
 // histogram protos alias the buffer given to Reset. Not safe for concurrent use.
 type Decoder struct {
+	// SkipLabels makes Next check the structure of a series' labels and set only
+	// Series.RawLabels, leaving Series.Labels empty, for callers that decode labels only
+	// when they need them (DecodeLabels). Exemplar labels are decoded either way.
+	SkipLabels bool
+
 	buf    []byte
 	left   uint64
 	series Series
@@ -180,11 +192,19 @@ func (d *Decoder) Next() bool {
 	}
 	d.left--
 	s := &d.series
+	start := d.buf
 	var err error
-	if s.Labels, err = d.labels(s.Labels[:0]); err != nil {
+	if d.SkipLabels {
+		s.Labels, err = s.Labels[:0], d.skipLabels()
+	} else {
+		s.Labels, err = d.labels(s.Labels[:0])
+	}
+	if err != nil {
 		return d.fail(err)
 	}
-	n, err := d.count(9)
+	n := len(start) - len(d.buf)
+	s.RawLabels = start[:n:n]
+	n, err = d.count(9)
 	if err != nil {
 		return d.fail(err)
 	}
@@ -280,6 +300,13 @@ func (d *Decoder) varint() (int64, error) {
 }
 
 func (d *Decoder) bytes() ([]byte, error) {
+	if len(d.buf) > 0 && d.buf[0] < 0x80 && int(d.buf[0]) < len(d.buf) {
+		// The common case: a length below 128 in one byte.
+		end := 1 + int(d.buf[0])
+		b := d.buf[1:end:end]
+		d.buf = d.buf[end:]
+		return b, nil
+	}
 	n, k := binary.Uvarint(d.buf)
 	if k <= 0 || n > uint64(len(d.buf)-k) {
 		return nil, fmt.Errorf("%w: bad length", ErrCorrupt)
@@ -304,6 +331,42 @@ func (d *Decoder) labels(dst []Label) ([]Label, error) {
 			return nil, err
 		}
 		dst = append(dst, Label{Name: name, Value: value})
+	}
+	return dst, nil
+}
+
+// skipLabels moves past a series' labels, checking that every length fits the batch.
+func (d *Decoder) skipLabels() error {
+	n, err := d.count(2)
+	if err != nil {
+		return err
+	}
+	b := d.buf
+	for i := 0; i < 2*n; i++ {
+		if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+			b = b[1+int(b[0]):]
+			continue
+		}
+		m, k := binary.Uvarint(b)
+		if k <= 0 || m > uint64(len(b)-k) {
+			return fmt.Errorf("%w: bad length", ErrCorrupt)
+		}
+		b = b[k+int(m):]
+	}
+	d.buf = b
+	return nil
+}
+
+// DecodeLabels appends to dst the labels encoded in raw (a Series.RawLabels) and
+// returns the extended slice. The labels alias raw.
+func DecodeLabels(dst []Label, raw []byte) ([]Label, error) {
+	d := Decoder{buf: raw}
+	dst, err := d.labels(dst)
+	if err != nil {
+		return dst, err
+	}
+	if len(d.buf) != 0 {
+		return dst, fmt.Errorf("%w: %d bytes after the labels", ErrCorrupt, len(d.buf))
 	}
 	return dst, nil
 }

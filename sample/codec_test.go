@@ -74,17 +74,19 @@ func TestCorrupt(t *testing.T) {
 	good := append([]byte(nil), e.Bytes()...)
 	f := func(b []byte) {
 		t.Helper()
-		var d Decoder
-		if err := d.Reset(b); err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("Reset error %v is not ErrCorrupt", err)
+		for _, skip := range []bool{false, true} {
+			d := Decoder{SkipLabels: skip}
+			if err := d.Reset(b); err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("Reset error %v is not ErrCorrupt", err)
+				}
+				return
 			}
-			return
-		}
-		for d.Next() {
-		}
-		if !errors.Is(d.Err(), ErrCorrupt) {
-			t.Fatalf("%x: want ErrCorrupt, got %v", b, d.Err())
+			for d.Next() {
+			}
+			if !errors.Is(d.Err(), ErrCorrupt) {
+				t.Fatalf("%x (SkipLabels %v): want ErrCorrupt, got %v", b, skip, d.Err())
+			}
 		}
 	}
 	f(nil)
@@ -93,6 +95,67 @@ func TestCorrupt(t *testing.T) {
 	f(good[:7])
 	huge := append([]byte{Version, 0xff, 0xff, 0xff, 0xff, 0x0f}, 0xff, 0xff, 0xff, 0xff, 0x0f)
 	f(huge)
+	// A label value whose length runs past the batch, in one byte and in two.
+	f([]byte{Version, 1, 1, 1, 'a', 5, 'b'})
+	f([]byte{Version, 1, 1, 1, 'a', 0x80, 0x01, 'b'})
+}
+
+// TestRawLabels checks that RawLabels is the labels' encoding with and without
+// SkipLabels, and that DecodeLabels gives back the labels.
+func TestRawLabels(t *testing.T) {
+	long := string(bytes.Repeat([]byte("v"), 300)) // a two-byte length
+	in := []Series{
+		{Labels: lbl("__name__", "up", "job", "a"), Samples: []Sample{{1, 1}}},
+		{Labels: lbl("__name__", long, "", "")},
+		{},
+	}
+	var e Encoder
+	e.Reset()
+	for i := range in {
+		e.AppendSeries(&in[i])
+	}
+	d, skipping := Decoder{}, Decoder{SkipLabels: true}
+	if d.Reset(e.Bytes()) != nil || skipping.Reset(e.Bytes()) != nil {
+		t.Fatal("Reset failed")
+	}
+	for i := range in {
+		if !d.Next() || !skipping.Next() {
+			t.Fatalf("series %d: Next false: %v, %v", i, d.Err(), skipping.Err())
+		}
+		got, sk := d.Series(), skipping.Series()
+		if len(sk.Labels) != 0 {
+			t.Fatalf("series %d: SkipLabels decoded %d labels", i, len(sk.Labels))
+		}
+		want := appendLabels(nil, in[i].Labels)
+		if !bytes.Equal(got.RawLabels, want) || !bytes.Equal(sk.RawLabels, want) {
+			t.Fatalf("series %d: RawLabels %x and %x, want %x", i, got.RawLabels, sk.RawLabels, want)
+		}
+		if len(sk.Samples) != len(in[i].Samples) {
+			t.Fatalf("series %d: SkipLabels decoded %d samples, want %d", i, len(sk.Samples), len(in[i].Samples))
+		}
+		ls, err := DecodeLabels(nil, sk.RawLabels)
+		if err != nil || len(ls) != len(in[i].Labels) {
+			t.Fatalf("series %d: DecodeLabels = %d labels, %v", i, len(ls), err)
+		}
+		for j := range ls {
+			if string(ls[j].Name) != string(in[i].Labels[j].Name) || string(ls[j].Value) != string(in[i].Labels[j].Value) {
+				t.Fatalf("series %d label %d: got %q=%q", i, j, ls[j].Name, ls[j].Value)
+			}
+		}
+	}
+	if d.Next() || skipping.Next() || d.Err() != nil || skipping.Err() != nil {
+		t.Fatalf("after the last series: %v, %v", d.Err(), skipping.Err())
+	}
+	f := func(raw []byte) {
+		t.Helper()
+		if _, err := DecodeLabels(nil, raw); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("DecodeLabels(%x): want ErrCorrupt, got %v", raw, err)
+		}
+	}
+	f(nil)
+	f([]byte{1, 1, 'a'})
+	f([]byte{1, 1, 'a', 1, 'b', 0})
+	f([]byte{2, 1, 'a', 1, 'b'})
 }
 
 func FuzzDecode(f *testing.F) {
@@ -107,9 +170,32 @@ func FuzzDecode(f *testing.F) {
 		if d.Reset(b) != nil {
 			return
 		}
+		// A decoder skipping labels sees the same series and the same errors, and
+		// their RawLabels decode to the labels.
+		skipping := Decoder{SkipLabels: true}
+		_ = skipping.Reset(b)
 		n := 0
 		for d.Next() {
+			if !skipping.Next() {
+				t.Fatalf("series %d: SkipLabels stops: %v", n, skipping.Err())
+			}
+			got, sk := d.Series(), skipping.Series()
+			if !bytes.Equal(got.RawLabels, sk.RawLabels) || len(got.Samples) != len(sk.Samples) {
+				t.Fatalf("series %d: SkipLabels differs", n)
+			}
+			ls, err := DecodeLabels(nil, sk.RawLabels)
+			if err != nil || len(ls) != len(got.Labels) {
+				t.Fatalf("series %d: DecodeLabels = %d labels, %v; want %d", n, len(ls), err, len(got.Labels))
+			}
+			for j := range ls {
+				if !bytes.Equal(ls[j].Name, got.Labels[j].Name) || !bytes.Equal(ls[j].Value, got.Labels[j].Value) {
+					t.Fatalf("series %d label %d differs", n, j)
+				}
+			}
 			n++
+		}
+		if skipping.Next() || (d.Err() == nil) != (skipping.Err() == nil) {
+			t.Fatalf("after %d series: errors %v and %v", n, d.Err(), skipping.Err())
 		}
 		if d.Err() == nil {
 			// A batch that decodes cleanly re-encodes to a batch that decodes to the same count.

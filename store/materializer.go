@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"math"
 	"sync"
@@ -420,41 +419,20 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // batchWriter turns sample batches into TSDB appends. Not safe for concurrent use.
 type batchWriter struct {
-	m     *Materializer
-	dec   sample.Decoder
-	b     labels.ScratchBuilder
-	hp    prompb.Histogram
+	m   *Materializer
+	dec sample.Decoder // with SkipLabels: labels are decoded on a cache miss only
+	b   labels.ScratchBuilder
+	ls  []sample.Label // a missed series' decoded labels
+	hp  prompb.Histogram
+	// names are the distinct metric names of the last write, for Store.arrived.
 	names []string
-	seen  map[string]struct{}
-	// cache maps a hash of a series' encoded labels to its labels and TSDB reference,
-	// so that a known series costs neither building labels nor a lookup by labels. A
-	// stale reference (the head dropped the series) makes the TSDB look it up by
-	// labels again; a hash collision is caught by comparing the labels.
-	cache map[uint64]cacheEntry
-	hash  maphash.Hash
+	// writes numbers the writes, for metricName.write.
+	writes uint64
+	cache  *seriesCache
 }
-
-type cacheEntry struct {
-	ref  storage.SeriesRef
-	lset labels.Labels
-}
-
-// maxCachedSeries bounds a partition's series cache; it is cleared when full.
-const maxCachedSeries = 1 << 21
 
 func newBatchWriter(m *Materializer) *batchWriter {
-	return &batchWriter{m: m, b: labels.NewScratchBuilder(16), seen: map[string]struct{}{}, cache: map[uint64]cacheEntry{}}
-}
-
-func (w *batchWriter) hashLabels(ls []sample.Label) uint64 {
-	w.hash.Reset()
-	for _, l := range ls {
-		w.hash.Write(l.Name)
-		w.hash.WriteByte(0xff)
-		w.hash.Write(l.Value)
-		w.hash.WriteByte(0xff)
-	}
-	return w.hash.Sum64()
+	return &batchWriter{m: m, dec: sample.Decoder{SkipLabels: true}, b: labels.NewScratchBuilder(16), cache: newSeriesCache()}
 }
 
 // buildLabels makes the TSDB labels of a batch series, sorting them if the writer
@@ -472,18 +450,6 @@ func (w *batchWriter) buildLabels(ls []sample.Label) labels.Labels {
 		w.b.Sort()
 	}
 	return w.b.Labels()
-}
-
-// sameLabels reports whether lset is exactly ls, in order.
-func sameLabels(lset labels.Labels, ls []sample.Label) bool {
-	i, ok := 0, true
-	lset.Range(func(l labels.Label) {
-		if ok && (i >= len(ls) || l.Name != yolo(ls[i].Name) || l.Value != yolo(ls[i].Value)) {
-			ok = false
-		}
-		i++
-	})
-	return ok && i == len(ls)
 }
 
 // firstTime is the timestamp of the first sample of rec's first series, or the
@@ -511,7 +477,8 @@ func yolo(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 func (w *batchWriter) write(ctx context.Context, recs []logcore.Record) (int64, error) {
 	app := w.m.s.db.Appender(ctx)
 	maxT := int64(math.MinInt64)
-	clear(w.seen)
+	w.cache.trim()
+	w.writes++
 	w.names = w.names[:0]
 	var floats, hists int
 	for i := range recs {
@@ -522,27 +489,27 @@ func (w *batchWriter) write(ctx context.Context, recs []logcore.Record) (int64, 
 		}
 		for w.dec.Next() {
 			s := w.dec.Series()
-			var name []byte
-			for _, l := range s.Labels {
-				if string(l.Name) == model.MetricNameLabel {
-					name = l.Value
-					break
+			var ref storage.SeriesRef
+			var lset labels.Labels
+			var name *metricName
+			ce, key := w.cache.get(s.RawLabels)
+			if ce != nil {
+				ref, lset, name = ce.ref, ce.lset, ce.name
+			} else {
+				// The decoder checked the labels' structure: decoding them cannot fail.
+				w.ls, _ = sample.DecodeLabels(w.ls[:0], s.RawLabels)
+				lset = w.buildLabels(w.ls)
+				for _, l := range w.ls {
+					if string(l.Name) == model.MetricNameLabel {
+						name = w.cache.name(l.Value)
+						break
+					}
 				}
 			}
-			if name != nil {
-				if _, ok := w.seen[yolo(name)]; !ok {
-					n := string(name)
-					w.seen[n] = struct{}{}
-					w.names = append(w.names, n)
-				}
+			if name != nil && name.write != w.writes {
+				name.write = w.writes
+				w.names = append(w.names, name.name)
 			}
-			key := w.hashLabels(s.Labels)
-			ce, hit := w.cache[key]
-			if !hit || !sameLabels(ce.lset, s.Labels) {
-				ce = cacheEntry{lset: w.buildLabels(s.Labels)}
-			}
-			lset := ce.lset
-			ref := ce.ref
 			for _, smp := range s.Samples {
 				r, err := app.Append(ref, lset, smp.T, smp.V)
 				if err != nil {
@@ -575,11 +542,11 @@ func (w *batchWriter) write(ctx context.Context, recs []logcore.Record) (int64, 
 				maxT = max(maxT, h.T)
 				hists++
 			}
-			if ref != 0 && ref != ce.ref {
-				if len(w.cache) >= maxCachedSeries {
-					clear(w.cache)
-				}
-				w.cache[key] = cacheEntry{ref: ref, lset: lset}
+			switch {
+			case ce != nil && ref != ce.ref:
+				ce.ref = ref // the head had dropped the series and made it again
+			case ce == nil && ref != 0:
+				w.cache.put(key, s.RawLabels, lset, ref, name)
 			}
 		}
 		if err := w.dec.Err(); err != nil {
