@@ -279,12 +279,19 @@ func (d *Decoder) fail(err error) bool {
 // count reads a uvarint count whose items take at least minSize bytes each, refusing
 // counts that cannot fit in what is left (so a corrupt count never drives a huge allocation).
 func (d *Decoder) count(minSize int) (int, error) {
-	n, k := binary.Uvarint(d.buf)
-	if k <= 0 {
-		return 0, fmt.Errorf("%w: bad count", ErrCorrupt)
+	var n uint64
+	if len(d.buf) > 0 && d.buf[0] < 0x80 {
+		n, d.buf = uint64(d.buf[0]), d.buf[1:]
+	} else {
+		var k int
+		n, k = binary.Uvarint(d.buf)
+		if k <= 0 {
+			return 0, fmt.Errorf("%w: bad count", ErrCorrupt)
+		}
+		d.buf = d.buf[k:]
 	}
-	d.buf = d.buf[k:]
-	if n > uint64(len(d.buf)/minSize) {
+	// n*minSize > len(d.buf) without a division; it cannot overflow once n <= len(d.buf).
+	if n > uint64(len(d.buf)) || n*uint64(minSize) > uint64(len(d.buf)) {
 		return 0, fmt.Errorf("%w: count %d larger than the batch", ErrCorrupt, n)
 	}
 	return int(n), nil
@@ -341,19 +348,26 @@ func (d *Decoder) skipLabels() error {
 	if err != nil {
 		return err
 	}
-	b := d.buf
+	b, p := d.buf, 0
 	for i := 0; i < 2*n; i++ {
-		if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
-			b = b[1+int(b[0]):]
+		if p < len(b) && b[p] < 0x80 {
+			// A length below 128 in one byte; p past the end is caught below.
+			p += 1 + int(b[p])
 			continue
 		}
-		m, k := binary.Uvarint(b)
-		if k <= 0 || m > uint64(len(b)-k) {
+		if p >= len(b) {
 			return fmt.Errorf("%w: bad length", ErrCorrupt)
 		}
-		b = b[k+int(m):]
+		m, k := binary.Uvarint(b[p:])
+		if k <= 0 || m > uint64(len(b)-p-k) {
+			return fmt.Errorf("%w: bad length", ErrCorrupt)
+		}
+		p += k + int(m)
 	}
-	d.buf = b
+	if p > len(b) {
+		return fmt.Errorf("%w: bad length", ErrCorrupt)
+	}
+	d.buf = b[p:]
 	return nil
 }
 
