@@ -125,3 +125,28 @@ func TestCorruptCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadFromNoRollups: an engine with no rollup reads nothing but follows the
+// samples' end, so a rollup added by a reload starts there, as in TestReload.
+func TestReloadFromNoRollups(t *testing.T) {
+	tl := openTestLog(t, t.TempDir(), 1, logcore.FsyncNever)
+	defer tl.log.Close()
+	series := []inSeries{{labels.FromStrings("__name__", "g"), 0}}
+	base := int64(1_700_000_000_000)
+	tl.writeInput(t, series, [][]inSample{{{0, base + 1000, 100}}}, 1)
+	col := newCollector()
+	e, stop := startEngine(t, tl, nil, t.TempDir(), func(o *Options) {
+		o.OnResult = col.onResult
+		o.Now = func() time.Time { return time.UnixMilli(base + 5000) }
+	})
+	time.Sleep(100 * time.Millisecond) // let the workers follow the end
+	if err := e.Reload(context.Background(), []config.RollupConfig{rc("added", `{__name__="g"}`, "10s", "0s", nil, nil, "max")}); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	tl.writeInput(t, series, [][]inSample{{{0, base + 3000, 30}, {0, base + 25000, 4}}}, 1)
+	col.waitFor(t, "the added rollup's first window", func(rs []*Result) bool { return len(rs) == 1 })
+	stop()
+	if v := flatten(col.results)[`{__name__="g:10s_max"}@1700000010000`]; v != 30 {
+		t.Errorf("added rollup: max %v, want 30 (the sample before the reload is not in it)\n%s", v, describe(col.results))
+	}
+}

@@ -63,7 +63,20 @@ func (w *worker) run(ctx context.Context, out chan<- partMsg) {
 		w.mu.Lock()
 		w.cancel = cancel
 		w.mu.Unlock()
-		recs, err := w.c.Poll(pctx, 1<<20)
+		var recs []logcore.Record
+		var err error
+		if len(w.p.rules) == 0 {
+			// No rollup is configured: there is nothing to aggregate, so nothing is read;
+			// the position follows the partition's end, where a rollup added by a
+			// reload starts (as if the records had been read and ignored).
+			if err = w.e.opts.Samples.Wait(pctx, w.p.id, w.c.Position()); err == nil {
+				end := w.e.opts.Samples.Stats(w.p.id).EndOffset
+				w.c.SeekTo(end)
+				w.p.offset = max(w.p.offset, end)
+			}
+		} else {
+			recs, err = w.c.Poll(pctx, 1<<20)
+		}
 		w.mu.Lock()
 		w.cancel = nil
 		w.mu.Unlock()
