@@ -31,41 +31,30 @@ func BenchmarkRemoteWritePeers(b *testing.B) {
 		rounds = v
 	}
 	bodies := peerBodies(b, rounds)
-	peers := []struct {
-		name string
-		bin  string
-		args func(dir, addr string) []string
-	}{
-		{"vigil", "", func(dir, addr string) []string {
-			return []string{"serve", "--data-dir", dir, "--listen", addr, "--nats-listen", freeTCPAddr(b), "--fsync", "always", "--log-level", "warn"}
-		}},
-		{"victoria-metrics", "/usr/bin/victoria-metrics", func(dir, addr string) []string {
-			return []string{"-storageDataPath=" + dir, "-httpListenAddr=" + addr, "-retentionPeriod=100y", "-loggerLevel=ERROR"}
-		}},
-		{"prometheus", "/usr/bin/prometheus", func(dir, addr string) []string {
-			cfg := filepath.Join(dir, "prometheus.yml")
-			os.WriteFile(cfg, []byte("global: {}\n"), 0o644)
-			return []string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "tsdb"), "--web.listen-address=" + addr, "--web.enable-remote-write-receiver", "--log.level=error"}
-		}},
-	}
-	for _, p := range peers {
+	benchPeers(b, func(b *testing.B, p peerServer, addr string, out *bytes.Buffer) int {
+		n, err := sendAll("http://"+addr+"/api/v1/write", bodies, 4)
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", p.name, err, out.String())
+		}
+		return n
+	})
+}
+
+// benchPeers starts each peer server b.N times on a fresh directory, runs load against
+// it (which returns the samples it counts as done) and reports samples per second of
+// load's run time, samples per server CPU-second over that time, and the peak RSS.
+// VIGIL_PEER_CPUPROFILE names a file for 5 s of vigil serve's CPU profile under load.
+func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string, out *bytes.Buffer) int) {
+	for _, p := range peerServers(b) {
 		b.Run(p.name, func(b *testing.B) {
-			bin := p.bin
-			if bin == "" {
-				bin = buildVigil(b)
-			} else if _, err := os.Stat(bin); err != nil {
-				if os.Getenv("CI") == "true" {
-					b.Fatalf("%s not found: %v", bin, err)
-				}
-				b.Skipf("%s not found", bin)
-			}
+			bin := p.binary(b)
 			var total, cpu time.Duration
 			var peak int64
 			samples := 0
 			for i := 0; i < b.N; i++ {
 				dir := b.TempDir()
 				addr := freeTCPAddr(b)
-				cmd := exec.Command(bin, p.args(dir, addr)...)
+				cmd := exec.Command(bin, p.args(b, dir, addr)...)
 				cmd.Dir = dir
 				var out bytes.Buffer
 				cmd.Stdout, cmd.Stderr = &out, &out
@@ -80,13 +69,9 @@ func BenchmarkRemoteWritePeers(b *testing.B) {
 						go saveProfile(addr, path)
 					}
 					t0 := time.Now()
-					n, err := sendAll("http://"+addr+"/api/v1/write", bodies, 4)
-					if err != nil {
-						b.Fatalf("%s: %v\n%s", p.name, err, out.String())
-					}
+					samples += load(b, p, addr, &out)
 					total += time.Since(t0)
 					cpu += procCPU(cmd.Process.Pid) - cpu0
-					samples += n
 					if rss := procPeakRSS(cmd.Process.Pid); rss > peak {
 						peak = rss
 					}
@@ -96,6 +81,59 @@ func BenchmarkRemoteWritePeers(b *testing.B) {
 			b.ReportMetric(float64(samples)/cpu.Seconds(), "samples/cpu-s")
 			b.ReportMetric(float64(peak)/(1<<20), "peak-rss-MiB")
 		})
+	}
+}
+
+// peerServer is one server of the side-by-side benchmarks: how to find its binary and
+// how to start it on a data directory and a listen address.
+type peerServer struct {
+	name string
+	bin  string // empty: Vigil, built from this tree (or VIGIL_BIN)
+	args func(b *testing.B, dir, addr string) []string
+}
+
+// peerServers are Vigil (fsync always), Debian's victoria-metrics and Debian's prometheus
+// with its remote-write receiver, in that order.
+func peerServers(b *testing.B) []peerServer {
+	return []peerServer{
+		{"vigil", "", func(b *testing.B, dir, addr string) []string {
+			return []string{"serve", "--data-dir", dir, "--listen", addr, "--nats-listen", freeTCPAddr(b), "--fsync", "always", "--log-level", "warn"}
+		}},
+		{"victoria-metrics", "/usr/bin/victoria-metrics", func(b *testing.B, dir, addr string) []string {
+			return []string{"-storageDataPath=" + dir, "-httpListenAddr=" + addr, "-retentionPeriod=100y", "-loggerLevel=ERROR"}
+		}},
+		{"prometheus", "/usr/bin/prometheus", func(b *testing.B, dir, addr string) []string {
+			cfg := filepath.Join(dir, "prometheus.yml")
+			if err := os.WriteFile(cfg, []byte("global: {}\n"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			return []string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "tsdb"), "--web.listen-address=" + addr, "--web.enable-remote-write-receiver", "--log.level=error"}
+		}},
+	}
+}
+
+// binary is the server's executable: Vigil is built once; a Debian binary that is
+// missing fails the benchmark in CI and skips it elsewhere.
+func (p peerServer) binary(b *testing.B) string {
+	if p.bin == "" {
+		return buildVigil(b)
+	}
+	if _, err := os.Stat(p.bin); err != nil {
+		if os.Getenv("CI") == "true" {
+			b.Fatalf("%s not found: %v", p.bin, err)
+		}
+		b.Skipf("%s not found", p.bin)
+	}
+	return p.bin
+}
+
+// peerLabels are the 8 labels of load series id.
+func peerLabels(id int) []prompb.Label {
+	return []prompb.Label{
+		{Name: "__name__", Value: fmt.Sprintf("peer_metric_%d", id%100)}, {Name: "cluster", Value: "prod-eu"},
+		{Name: "instance", Value: fmt.Sprintf("10.0.%d.%d:9100", id/1000%256, id%256)}, {Name: "job", Value: "node"},
+		{Name: "mode", Value: "idle"}, {Name: "region", Value: "eu-west-1"},
+		{Name: "series", Value: strconv.Itoa(id)}, {Name: "zone", Value: "eu-west-1b"},
 	}
 }
 
@@ -109,12 +147,7 @@ func peerBodies(b *testing.B, rounds int) [][]byte {
 			req := &prompb.WriteRequest{}
 			for id := first; id < first+2000; id++ {
 				req.Timeseries = append(req.Timeseries, prompb.TimeSeries{
-					Labels: []prompb.Label{
-						{Name: "__name__", Value: fmt.Sprintf("peer_metric_%d", id%100)}, {Name: "cluster", Value: "prod-eu"},
-						{Name: "instance", Value: fmt.Sprintf("10.0.%d.%d:9100", id/1000%256, id%256)}, {Name: "job", Value: "node"},
-						{Name: "mode", Value: "idle"}, {Name: "region", Value: "eu-west-1"},
-						{Name: "series", Value: strconv.Itoa(id)}, {Name: "zone", Value: "eu-west-1b"},
-					},
+					Labels:  peerLabels(id),
 					Samples: []prompb.Sample{{Timestamp: start + int64(r)*1000, Value: float64(r*id) * 0.5}},
 				})
 			}
@@ -145,25 +178,7 @@ func sendAll(url string, bodies [][]byte, inflight int) (int, error) {
 				if i >= len(bodies) {
 					return
 				}
-				for attempt := 0; ; attempt++ {
-					req, _ := http.NewRequest("POST", url, bytes.NewReader(bodies[i]))
-					req.Header.Set("Content-Type", "application/x-protobuf")
-					req.Header.Set("Content-Encoding", "snappy")
-					req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-					resp, err := client.Do(req)
-					if err == nil {
-						var msg bytes.Buffer
-						msg.ReadFrom(resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode/100 == 2 {
-							break
-						}
-						if (resp.StatusCode == 429 || resp.StatusCode == 503) && attempt < 100 {
-							time.Sleep(10 * time.Millisecond)
-							continue
-						}
-						err = fmt.Errorf("status %d: %.300s", resp.StatusCode, msg.String())
-					}
+				if err := postWithRetry(client, url, bodies[i]); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err

@@ -1,0 +1,196 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/prometheus/prompb"
+)
+
+// BenchmarkSustainedPeers is the issue's sustained figure: for 60 s (VIGIL_SUSTAINED_SECONDS)
+// the same load as BenchmarkRemoteWritePeers (100k series of 8 labels, 2,000 samples per
+// request, 4 in flight), every round of 100k samples 200 ms newer than the last, goes
+// to each peer in turn. For Vigil the clock runs until every stage has caught up: the
+// materializer has put every acknowledged sample into the query store (its lag is zero
+// and its sample count covers them), so the rate is acknowledged samples / (sending
+// time + drain time). For VictoriaMetrics and Prometheus, whose writes are indexed and
+// queryable when acknowledged, it is acknowledged samples / sending time.
+// Run it alone: go test -run '^$' -bench SustainedPeers -benchtime 1x -timeout 30m ./ingest/
+func BenchmarkSustainedPeers(b *testing.B) {
+	secs := 60
+	if v, err := strconv.Atoi(os.Getenv("VIGIL_SUSTAINED_SECONDS")); err == nil && v > 0 {
+		secs = v
+	}
+	tmpl := newRoundTemplate(b)
+	benchPeers(b, func(b *testing.B, p peerServer, addr string, out *bytes.Buffer) int {
+		t0 := time.Now()
+		n, err := tmpl.sendFor(time.Duration(secs)*time.Second, "http://"+addr+"/api/v1/write", 4)
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", p.name, err, out.String())
+		}
+		sent := time.Since(t0)
+		if p.name == "vigil" {
+			waitMaterialized(b, addr, n, out)
+		}
+		b.Logf("%s: %d samples acknowledged in %s; every stage caught up after %s", p.name, n, sent.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+		return n
+	})
+}
+
+// roundTemplate is one round of the load (50 requests of 2,000 series) encoded once,
+// with the byte positions of every sample timestamp, so a sender can give a round a new
+// timestamp in place (the varint keeps its length) and only snappy-encode it.
+type roundTemplate struct {
+	raw   [][]byte
+	tsPos [][]int
+	base  int64 // the timestamp encoded in raw, ms
+}
+
+const roundStepMs = 200
+
+func newRoundTemplate(b *testing.B) *roundTemplate {
+	// Rounds start ten minutes back, so thousands of them stay within the peers'
+	// accepted window and all timestamps keep a 6-byte varint.
+	t := &roundTemplate{base: time.Now().Add(-10 * time.Minute).UnixMilli()}
+	sentinel := binary.AppendUvarint([]byte{0x10}, uint64(t.base)) // Sample.timestamp, field 2
+	for first := 0; first < 100000; first += 2000 {
+		req := &prompb.WriteRequest{}
+		for id := first; id < first+2000; id++ {
+			req.Timeseries = append(req.Timeseries, prompb.TimeSeries{
+				Labels:  peerLabels(id),
+				Samples: []prompb.Sample{{Timestamp: t.base, Value: float64(id%977) * 0.25}},
+			})
+		}
+		raw, err := req.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var pos []int
+		for i := 0; ; {
+			j := bytes.Index(raw[i:], sentinel)
+			if j < 0 {
+				break
+			}
+			pos = append(pos, i+j+1)
+			i += j + len(sentinel)
+		}
+		if len(pos) != 2000 {
+			b.Fatalf("found %d timestamps in a request of 2000 samples", len(pos))
+		}
+		t.raw, t.tsPos = append(t.raw, raw), append(t.tsPos, pos)
+	}
+	return t
+}
+
+// sendFor posts rounds with `inflight` senders until d has passed, each round's
+// timestamps roundStepMs after the last, and returns the samples acknowledged.
+func (t *roundTemplate) sendFor(d time.Duration, url string, inflight int) (int, error) {
+	deadline := time.Now().Add(d)
+	var next atomic.Int64
+	var acked atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: inflight}}
+	for w := 0; w < inflight; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var raw, enc []byte
+			for time.Now().Before(deadline) {
+				i := int(next.Add(1) - 1)
+				round, body := i/len(t.raw), i%len(t.raw)
+				raw = append(raw[:0], t.raw[body]...)
+				ts := uint64(t.base + int64(round)*roundStepMs)
+				for _, p := range t.tsPos[body] {
+					binary.PutUvarint(raw[p:p+6], ts)
+				}
+				enc = snappy.Encode(enc[:cap(enc)], raw)
+				if err := postWithRetry(client, url, enc); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+				acked.Add(2000)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(acked.Load()), firstErr
+}
+
+// waitMaterialized waits until Vigil's materializer has no lag and has stored at least
+// want samples, reading its /metrics.
+func waitMaterialized(b *testing.B, addr string, want int, out *bytes.Buffer) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		lag, stored := vigilMetric(addr, "vigil_materializer_lag_records"), vigilMetric(addr, `vigil_materializer_samples_total{type="float"}`)
+		if lag == 0 && stored >= float64(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the materializer did not catch up: lag %v records, %v of %d samples stored\n%s", lag, stored, want, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// vigilMetric reads one sample of Vigil's /metrics by its full name; -1 if absent.
+func vigilMetric(addr, name string) float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+// postWithRetry posts one remote-write 1.0 body, retrying 429 and 503 after a short
+// pause (up to 100 times), as a remote-write client does.
+func postWithRetry(client *http.Client, url string, body []byte) error {
+	for attempt := 0; ; attempt++ {
+		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set("Content-Encoding", "snappy")
+		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		var msg bytes.Buffer
+		msg.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 == 2 {
+			return nil
+		}
+		if (resp.StatusCode == 429 || resp.StatusCode == 503) && attempt < 100 {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		return fmt.Errorf("status %d: %.300s", resp.StatusCode, msg.String())
+	}
+}
