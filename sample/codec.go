@@ -17,6 +17,7 @@
 package sample
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -160,6 +161,9 @@ type Decoder struct {
 	// when they need them (DecodeLabels). Exemplar labels are decoded either way.
 	SkipLabels bool
 
+	expect  []byte // see Expect
+	matched bool
+
 	buf    []byte
 	left   uint64
 	series Series
@@ -181,6 +185,7 @@ func (d *Decoder) Reset(b []byte) error {
 	}
 	d.buf = b[1+k:]
 	d.left = n
+	d.expect, d.matched = nil, false
 	return nil
 }
 
@@ -194,7 +199,12 @@ func (d *Decoder) Next() bool {
 	s := &d.series
 	start := d.buf
 	var err error
-	if d.SkipLabels {
+	d.matched = false
+	if d.SkipLabels && len(d.expect) > 0 && bytes.HasPrefix(d.buf, d.expect) {
+		// The encoding is prefix-free: a valid encoding at the start of the buffer is
+		// exactly what reading the lengths one by one would consume.
+		s.Labels, d.buf, d.matched = s.Labels[:0], d.buf[len(d.expect):], true
+	} else if d.SkipLabels {
 		s.Labels, err = s.Labels[:0], d.skipLabels()
 	} else {
 		s.Labels, err = d.labels(s.Labels[:0])
@@ -202,6 +212,7 @@ func (d *Decoder) Next() bool {
 	if err != nil {
 		return d.fail(err)
 	}
+	d.expect = nil
 	n := len(start) - len(d.buf)
 	s.RawLabels = start[:n:n]
 	n, err = d.count(9)
@@ -264,6 +275,15 @@ func (d *Decoder) Next() bool {
 	}
 	return true
 }
+
+// Expect tells the next call to Next, with SkipLabels set, what the next series' labels
+// probably are: raw must be a Series.RawLabels this package decoded (or a copy of one).
+// If the series' encoded labels are exactly raw, Next skips them with one comparison
+// instead of reading each length, and Matched reports true. Next forgets raw.
+func (d *Decoder) Expect(raw []byte) { d.expect = raw }
+
+// Matched reports whether the series of the last Next had the labels given to Expect.
+func (d *Decoder) Matched() bool { return d.matched }
 
 // Series returns the series decoded by the last successful Next.
 func (d *Decoder) Series() *Series { return &d.series }

@@ -146,6 +146,24 @@ func TestRawLabels(t *testing.T) {
 	if d.Next() || skipping.Next() || d.Err() != nil || skipping.Err() != nil {
 		t.Fatalf("after the last series: %v, %v", d.Err(), skipping.Err())
 	}
+	// Expect: a match skips the labels, anything else decodes them as usual.
+	for i, expect := range [][]byte{appendLabels(nil, in[0].Labels), appendLabels(nil, in[1].Labels), appendLabels(nil, in[0].Labels[:1]), {}} {
+		d := Decoder{SkipLabels: true}
+		if err := d.Reset(e.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		d.Expect(expect)
+		if !d.Next() {
+			t.Fatalf("expect %d: %v", i, d.Err())
+		}
+		want := appendLabels(nil, in[0].Labels)
+		if got := d.Series(); !bytes.Equal(got.RawLabels, want) || len(got.Samples) != 1 || d.Matched() != (i == 0) {
+			t.Fatalf("expect %d: RawLabels %x, %d samples, matched %v", i, got.RawLabels, len(got.Samples), d.Matched())
+		}
+		if !d.Next() || d.Matched() || !bytes.Equal(d.Series().RawLabels, appendLabels(nil, in[1].Labels)) {
+			t.Fatalf("expect %d: second series matched %v, err %v", i, d.Matched(), d.Err())
+		}
+	}
 	f := func(raw []byte) {
 		t.Helper()
 		if _, err := DecodeLabels(nil, raw); !errors.Is(err, ErrCorrupt) {
@@ -172,17 +190,26 @@ func FuzzDecode(f *testing.F) {
 		}
 		// A decoder skipping labels sees the same series and the same errors, and
 		// their RawLabels decode to the labels.
-		skipping := Decoder{SkipLabels: true}
+		// So does one expecting each series to have the labels of the one before.
+		skipping, expecting := Decoder{SkipLabels: true}, Decoder{SkipLabels: true}
 		_ = skipping.Reset(b)
+		_ = expecting.Reset(b)
+		var prev []byte
 		n := 0
 		for d.Next() {
-			if !skipping.Next() {
-				t.Fatalf("series %d: SkipLabels stops: %v", n, skipping.Err())
+			expecting.Expect(prev)
+			if !skipping.Next() || !expecting.Next() {
+				t.Fatalf("series %d: SkipLabels stops: %v, %v", n, skipping.Err(), expecting.Err())
 			}
-			got, sk := d.Series(), skipping.Series()
+			got, sk, ex := d.Series(), skipping.Series(), expecting.Series()
 			if !bytes.Equal(got.RawLabels, sk.RawLabels) || len(got.Samples) != len(sk.Samples) {
 				t.Fatalf("series %d: SkipLabels differs", n)
 			}
+			if !bytes.Equal(got.RawLabels, ex.RawLabels) || len(got.Samples) != len(ex.Samples) ||
+				expecting.Matched() != (prev != nil && bytes.Equal(prev, got.RawLabels)) {
+				t.Fatalf("series %d: Expect(%x) differs (matched %v)", n, prev, expecting.Matched())
+			}
+			prev = append(prev[:0], got.RawLabels...)
 			ls, err := DecodeLabels(nil, sk.RawLabels)
 			if err != nil || len(ls) != len(got.Labels) {
 				t.Fatalf("series %d: DecodeLabels = %d labels, %v; want %d", n, len(ls), err, len(got.Labels))
@@ -194,8 +221,9 @@ func FuzzDecode(f *testing.F) {
 			}
 			n++
 		}
-		if skipping.Next() || (d.Err() == nil) != (skipping.Err() == nil) {
-			t.Fatalf("after %d series: errors %v and %v", n, d.Err(), skipping.Err())
+		expecting.Expect(prev)
+		if skipping.Next() || expecting.Next() || (d.Err() == nil) != (skipping.Err() == nil) || (d.Err() == nil) != (expecting.Err() == nil) {
+			t.Fatalf("after %d series: errors %v, %v and %v", n, d.Err(), skipping.Err(), expecting.Err())
 		}
 		if d.Err() == nil {
 			// A batch that decodes cleanly re-encodes to a batch that decodes to the same count.

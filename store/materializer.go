@@ -487,12 +487,28 @@ func (w *batchWriter) write(ctx context.Context, recs []logcore.Record) (int64, 
 			w.m.log.Warn("corrupt sample batch skipped", "offset", recs[i].Offset, "err", err)
 			continue
 		}
-		for w.dec.Next() {
+		for {
+			// The series that followed the previous one last time is probably next: the
+			// decoder then skips its labels with one comparison.
+			guess := w.cache.guess()
+			if guess != nil {
+				w.dec.Expect(guess.raw)
+			}
+			if !w.dec.Next() {
+				break
+			}
 			s := w.dec.Series()
 			var ref storage.SeriesRef
 			var lset labels.Labels
 			var name *metricName
-			ce, key := w.cache.get(s.RawLabels)
+			var ce *cachedSeries
+			var key uint64
+			if w.dec.Matched() {
+				ce = guess
+				w.cache.confirm()
+			} else {
+				ce, key = w.cache.lookup(s.RawLabels)
+			}
 			if ce != nil {
 				ref, lset, name = ce.ref, ce.lset, ce.name
 			} else {

@@ -66,12 +66,31 @@ func newSeriesCache() *seriesCache {
 
 // get returns the series whose encoded labels are raw, or nil and raw's hash for put.
 func (c *seriesCache) get(raw []byte) (*cachedSeries, uint64) {
-	if c.prev != noEntry {
-		if i := c.entries[c.prev].next; i < uint32(len(c.entries)) && bytes.Equal(c.entries[i].raw, raw) {
-			c.prev = i
-			return &c.entries[i], 0
-		}
+	if g := c.guess(); g != nil && bytes.Equal(g.raw, raw) {
+		c.confirm()
+		return g, 0
 	}
+	return c.lookup(raw)
+}
+
+// guess returns the series that followed the one found last, last time, or nil. If it
+// is the next one (its raw is the series' encoded labels), the caller says so with
+// confirm; otherwise it calls lookup.
+func (c *seriesCache) guess() *cachedSeries {
+	if c.prev == noEntry {
+		return nil
+	}
+	if i := c.entries[c.prev].next; i < uint32(len(c.entries)) {
+		return &c.entries[i]
+	}
+	return nil
+}
+
+// confirm notes that the series guess returned was found.
+func (c *seriesCache) confirm() { c.prev = c.entries[c.prev].next }
+
+// lookup is get without the guess: by hash.
+func (c *seriesCache) lookup(raw []byte) (*cachedSeries, uint64) {
 	h := c.hash(raw)
 	if i, ok := c.index[h]; ok && bytes.Equal(c.entries[i].raw, raw) {
 		c.follow(i)
