@@ -43,7 +43,8 @@ func BenchmarkRemoteWritePeers(b *testing.B) {
 // benchPeers starts each peer server b.N times on a fresh directory, runs load against
 // it (which returns the samples it counts as done) and reports samples per second of
 // load's run time, samples per server CPU-second over that time, and the peak RSS.
-// VIGIL_PEER_CPUPROFILE names a file for 5 s of vigil serve's CPU profile under load.
+// VIGIL_PEER_CPUPROFILE and VIGIL_PEER_TRACE name files for a CPU profile and an
+// execution trace of vigil serve under the load (see saveProfile).
 func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string, out *bytes.Buffer) int) {
 	for _, p := range peerServers(b) {
 		b.Run(p.name, func(b *testing.B) {
@@ -65,8 +66,9 @@ func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string,
 					defer func() { cmd.Process.Kill(); cmd.Wait() }()
 					waitHTTP(b, addr, &out)
 					cpu0 := procCPU(cmd.Process.Pid)
-					if path := os.Getenv("VIGIL_PEER_CPUPROFILE"); path != "" && p.name == "vigil" {
-						go saveProfile(addr, path)
+					if p.name == "vigil" {
+						go saveProfile(addr, "profile?seconds=5", os.Getenv("VIGIL_PEER_CPUPROFILE"))
+						go saveProfile(addr, "trace?seconds=3", os.Getenv("VIGIL_PEER_TRACE"))
 					}
 					t0 := time.Now()
 					samples += load(b, p, addr, &out)
@@ -272,10 +274,15 @@ func procPeakRSS(pid int) int64 {
 	return 0
 }
 
-// saveProfile writes 5 seconds of the server's CPU profile (/debug/pprof/profile) to
-// path, for VIGIL_PEER_CPUPROFILE: profile vigil serve under the benchmark's load.
-func saveProfile(addr, path string) {
-	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=5")
+// saveProfile writes what vigil serve's /debug/pprof/<what> answers to path (nothing
+// when path is empty): VIGIL_PEER_CPUPROFILE gets 5 s of CPU profile and
+// VIGIL_PEER_TRACE 3 s of execution trace (for go tool trace -pprof=sync|syscall|sched),
+// taken under the benchmark's load.
+func saveProfile(addr, what, path string) {
+	if path == "" {
+		return
+	}
+	resp, err := http.Get("http://" + addr + "/debug/pprof/" + what)
 	if err != nil {
 		return
 	}
