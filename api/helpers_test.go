@@ -72,7 +72,7 @@ func startVigil(t testing.TB, partitions int) *vigil {
 	mux.Handle("POST /api/v1/write", ingest.NewRemoteWriteHandler(w, slog.New(slog.DiscardHandler)))
 	// The engine as `vigil serve` wires it: long range queries split across cores.
 	q := config.Default().Query
-	engine := rangesplit.New(st.Engine(), rangesplit.Options{Parallelism: q.SplitParallelism, MinStepsPerPart: q.SplitMinSteps, MaxSamples: q.MaxSamples})
+	engine := rangesplit.New(st.Engine(), rangesplit.Options{Parallelism: q.SplitParallelism, MinStepsPerPart: q.SplitMinSteps, MaxSamples: q.MaxSamples, IdleCPUs: rangesplit.LoadavgIdleCPUs})
 	api.New(api.Options{Queryable: st.Queryable(), Engine: engine}).Register(mux)
 	srv := httptest.NewServer(mux)
 	v := &vigil{url: srv.URL, log: l, store: st, mat: m}

@@ -34,6 +34,11 @@ type Options struct {
 	// parser if it was built with options (default: parser.NewParser with no
 	// options, the engine's default). A query it does not parse is not split.
 	Parser parser.Parser
+	// IdleCPUs, when set, is asked before a query is split how many CPUs are idle
+	// now; the query is split into at most that many parts, since on a machine busy
+	// with other work the parts cannot run at once and splitting only adds work
+	// (LoadavgIdleCPUs on Linux; nil: never busy).
+	IdleCPUs func() int
 	// Metrics receives the vigil_query_range_split_* counters; nil makes a private set.
 	Metrics *metrics.Set
 }
@@ -48,11 +53,13 @@ type Engine struct {
 	minSteps    int64
 	maxSamples  int
 	parser      parser.Parser
+	idleCPUs    func() int
 
 	split        *metrics.Counter
 	fallbacks    *metrics.Counter
 	skippedShort *metrics.Counter
 	skippedExpr  *metrics.Counter
+	skippedBusy  *metrics.Counter
 }
 
 var _ promql.QueryEngine = (*Engine)(nil)
@@ -81,10 +88,12 @@ func New(inner promql.QueryEngine, opts Options) *Engine {
 		minSteps:     int64(opts.MinStepsPerPart),
 		maxSamples:   opts.MaxSamples,
 		parser:       opts.Parser,
+		idleCPUs:     opts.IdleCPUs,
 		split:        set.GetOrCreateCounter(`vigil_query_range_split_total`),
 		fallbacks:    set.GetOrCreateCounter(`vigil_query_range_split_fallbacks_total`),
 		skippedShort: set.GetOrCreateCounter(`vigil_query_range_split_skipped_total{reason="short"}`),
 		skippedExpr:  set.GetOrCreateCounter(`vigil_query_range_split_skipped_total{reason="expression"}`),
+		skippedBusy:  set.GetOrCreateCounter(`vigil_query_range_split_skipped_total{reason="busy"}`),
 	}
 }
 
@@ -105,6 +114,15 @@ func (e *Engine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts pr
 	if len(bounds) < 2 {
 		e.skippedShort.Inc()
 		return whole, nil
+	}
+	if e.idleCPUs != nil {
+		if idle := e.idleCPUs(); idle < len(bounds) {
+			if idle < 2 {
+				e.skippedBusy.Inc()
+				return whole, nil
+			}
+			bounds = e.partBoundsOf(start, end, interval, idle)
+		}
 	}
 	stmt, ok := whole.Statement().(*parser.EvalStmt)
 	if !ok || !e.splittable(qs) {
@@ -150,6 +168,11 @@ type bound struct{ start, end time.Time }
 // first part starts at start and the last ends at end, so that together they evaluate
 // exactly the whole query's steps.
 func (e *Engine) partBounds(start, end time.Time, interval time.Duration) []bound {
+	return e.partBoundsOf(start, end, interval, e.parallelism)
+}
+
+// partBoundsOf is partBounds with at most parts parts.
+func (e *Engine) partBoundsOf(start, end time.Time, interval time.Duration, parts int) []bound {
 	// Milliseconds as the engine counts them.
 	startMs, endMs, stepMs := start.UnixNano()/int64(time.Millisecond), end.UnixNano()/int64(time.Millisecond), interval.Milliseconds()
 	if stepMs <= 0 || startMs < 0 || endMs <= startMs || timestamp.FromTime(start) != startMs {
@@ -158,7 +181,7 @@ func (e *Engine) partBounds(start, end time.Time, interval time.Duration) []boun
 		return nil
 	}
 	steps := (endMs-startMs)/stepMs + 1
-	n := min(int64(e.parallelism), steps/e.minSteps)
+	n := min(int64(parts), steps/e.minSteps)
 	if n < 2 {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -517,4 +518,47 @@ func TestCancelAndTimeout(t *testing.T) {
 	}
 	q.Cancel()
 	q.Close()
+}
+
+// TestBusyMachine checks that a query is split into no more parts than Options.IdleCPUs
+// reports idle CPUs, and not at all under 2.
+func TestBusyMachine(t *testing.T) {
+	db := openTestDB(t)
+	plain := newEngine(50_000_000, time.Minute)
+	start, end := at(base+30*60_000), at(base+span)
+	qs := `sum(rate(http_requests_total[5m]))`
+	_, want := runRange(t, plain, db, qs, start, end, 15*time.Second)
+	for idle, wantParts := range []int{0, 0, 2, 3, 4, 4} {
+		split := New(plain, Options{Parallelism: 4, MinStepsPerPart: 10, IdleCPUs: func() int { return idle }})
+		q, got := runRange(t, split, db, qs, start, end, 15*time.Second)
+		parts := 0
+		if sq, ok := q.(*splitQuery); ok {
+			parts = len(sq.parts)
+		}
+		if parts != wantParts {
+			t.Errorf("%d idle CPUs: %d parts, want %d", idle, parts, wantParts)
+		}
+		if d := diffResults(qs, got, want); d != "" {
+			t.Errorf("%d idle CPUs: %s", idle, d)
+		}
+		q.Close()
+	}
+}
+
+func TestParseLoadavg(t *testing.T) {
+	f := func(in string, want int, wantOK bool) {
+		t.Helper()
+		if got, ok := parseLoadavgRunning([]byte(in)); got != want || ok != wantOK {
+			t.Errorf("parseLoadavgRunning(%q) = %d, %v, want %d, %v", in, got, ok, want, wantOK)
+		}
+	}
+	f("0.52 0.58 0.59 3/467 12345\n", 3, true)
+	f("6.95 6.17 4.45 1/122 12113", 1, true)
+	f("0.52 0.58 0.59", 0, false)
+	f("0.52 0.58 0.59 x/467 1", 0, false)
+	f("0.52 0.58 0.59 0/467 1", 0, false)
+	f("", 0, false)
+	if n := LoadavgIdleCPUs(); n < 0 || n > runtime.NumCPU() {
+		t.Errorf("LoadavgIdleCPUs() = %d", n)
+	}
 }

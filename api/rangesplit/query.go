@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -93,31 +94,52 @@ func (q *splitQuery) Exec(ctx context.Context) *promql.Result {
 	return &promql.Result{Value: value, Warnings: warnings}
 }
 
-// execParts runs every part at once and returns their results and the index of the
-// first part to fail (-1: none). Once one fails the others are canceled.
+// execParts runs the parts on up to e.parallelism goroutines, the caller's among
+// them, and returns their results and the index of the first part to fail (-1: none).
+// Each goroutine takes the next part not yet taken until none is left, and Exec waits
+// only for the parts taken: when the machine is busy and a helper goroutine does not
+// get a core soon, the caller evaluates the parts itself instead of waiting for it.
+// Once a part fails, the others are canceled and no more are taken.
 func (q *splitQuery) execParts(ctx context.Context) ([]*promql.Result, int) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	results := make([]*promql.Result, len(q.parts))
+	n := len(q.parts)
+	results := make([]*promql.Result, n)
+	done := make([]chan struct{}, n)
+	for i := range done {
+		done[i] = make(chan struct{})
+	}
 	var (
-		wg     sync.WaitGroup
+		next   atomic.Int64
 		once   sync.Once
-		failed = -1
+		failed atomic.Int64
 	)
-	for i, p := range q.parts[1:] {
-		wg.Go(func() {
-			results[i+1] = p.Exec(ctx)
-			if results[i+1].Err != nil {
-				once.Do(func() { failed = i + 1; cancel() })
+	failed.Store(-1)
+	work := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return
 			}
-		})
+			if failed.Load() >= 0 {
+				results[i] = &promql.Result{Err: context.Canceled}
+			} else {
+				results[i] = q.parts[i].Exec(ctx)
+				if results[i].Err != nil {
+					once.Do(func() { failed.Store(int64(i)); cancel() })
+				}
+			}
+			close(done[i])
+		}
 	}
-	results[0] = q.parts[0].Exec(ctx)
-	if results[0].Err != nil {
-		once.Do(func() { failed = 0; cancel() })
+	for range min(q.e.parallelism, n) - 1 {
+		go work()
 	}
-	wg.Wait()
-	return results, failed
+	work()
+	for _, d := range done {
+		<-d
+	}
+	return results, int(failed.Load())
 }
 
 // execWhole evaluates the whole query, freeing the parts' results first.

@@ -69,11 +69,12 @@ func startStore(s *server, ctx context.Context) (func(context.Context) error, er
 		q := cfg.Query
 		return st.Reconfigure(q.OutOfOrderWindow.D(), q.RawRetention.D(), q.RollupRetention.D())
 	})
-	// Long range queries are evaluated in parts at once, on several cores.
+	// Long range queries are evaluated in parts at once, on the cores that are idle.
 	engine := rangesplit.New(st.Engine(), rangesplit.Options{
 		Parallelism:     q.SplitParallelism,
 		MinStepsPerPart: q.SplitMinSteps,
 		MaxSamples:      q.MaxSamples,
+		IdleCPUs:        rangesplit.LoadavgIdleCPUs,
 		Metrics:         s.metrics,
 	})
 	api.New(api.Options{
