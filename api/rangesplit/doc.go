@@ -36,6 +36,12 @@
 // for each part; so that it also holds for the query as a whole, a split query whose
 // parts together peaked above Options.MaxSamples is evaluated again whole too.
 //
+// When it pays: the parts cost a few percent more CPU than the whole query (each
+// selects its series and decodes the chunk it starts in), so splitting helps only
+// when cores are idle. With Options.IdleCPUs a query is split into no more parts
+// than there are idle CPUs, and the parts are taken by the goroutines as they get a
+// core, so when a helper starts late the caller evaluates the parts itself.
+//
 // Concurrency: every part is an engine query and takes one of the engine's
 // concurrency slots (query.max_concurrency) while it runs.
 package rangesplit
