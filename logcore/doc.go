@@ -142,7 +142,8 @@
 // # Metrics
 //
 // vigil_log_appended_bytes_total, vigil_log_appended_records_total,
-// vigil_log_fsyncs_total, vigil_log_append_errors_total,
+// vigil_log_fsyncs_total, vigil_log_fsync_duration_seconds (a summary of fdatasync
+// latency, the cost under every FsyncAlways append), vigil_log_append_errors_total,
 // vigil_log_retention_deleted_segments_total, vigil_log_compactions_total,
 // vigil_log_recovery_scanned_bytes_total,
 // vigil_log_consumer_lag{group,topic,partition} (computed at scrape time) and

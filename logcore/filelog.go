@@ -77,6 +77,7 @@ type logMetrics struct {
 	appendedBytes   *metrics.Counter
 	appendedRecords *metrics.Counter
 	fsyncs          *metrics.Counter
+	fsyncSeconds    *metrics.Summary
 	appendErrors    *metrics.Counter
 	deletedSegments *metrics.Counter
 	compactions     *metrics.Counter
@@ -90,6 +91,7 @@ func newLogMetrics(set *metrics.Set) *logMetrics {
 		appendedBytes:        set.GetOrCreateCounter("vigil_log_appended_bytes_total"),
 		appendedRecords:      set.GetOrCreateCounter("vigil_log_appended_records_total"),
 		fsyncs:               set.GetOrCreateCounter("vigil_log_fsyncs_total"),
+		fsyncSeconds:         set.GetOrCreateSummary("vigil_log_fsync_duration_seconds"),
 		appendErrors:         set.GetOrCreateCounter("vigil_log_append_errors_total"),
 		deletedSegments:      set.GetOrCreateCounter("vigil_log_retention_deleted_segments_total"),
 		compactions:          set.GetOrCreateCounter("vigil_log_compactions_total"),

@@ -562,7 +562,9 @@ func (pt *partition) writeAt(s *segment, b []byte, pos int64) error {
 }
 
 func (pt *partition) sync() error {
+	start := time.Now()
 	err := fdatasync(pt.active.fd)
+	pt.log.metrics.fsyncSeconds.UpdateDuration(start)
 	if hook := pt.log.testHooks.syncFault; hook != nil && err == nil {
 		err = hook()
 	}
