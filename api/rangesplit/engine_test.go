@@ -493,14 +493,16 @@ func TestCancelAndTimeout(t *testing.T) {
 	}
 	same("context canceled", ctxErr(split, true, 2), ctxErr(plain, false, 1))
 	// Canceled before Exec.
-	same("context canceled before Exec", ctxErr(split, true, 0), ctxErr(plain, false, 0))
+	canceledCtx, cancel := context.WithCancel(context.Background())
+	cancel()
+	nop := func(promql.Query) {}
+	same("context canceled before Exec", exec(split, true, 0, canceledCtx, nop), exec(plain, false, 0, canceledCtx, nop))
 
 	// The engine's own timeout; waits for it to pass (no assertion on time).
-	plain = newEngine(50_000_000, 50*time.Millisecond)
+	plain = newEngine(50_000_000, 500*time.Millisecond)
 	split = New(plain, Options{Parallelism: 2, MinStepsPerPart: 10})
-	nothing := func(promql.Query) {}
-	got = exec(split, true, 0, context.Background(), nothing)
-	same("timeout", got, exec(plain, false, 0, context.Background(), nothing))
+	got = exec(split, true, 0, context.Background(), nop)
+	same("timeout", got, exec(plain, false, 0, context.Background(), nop))
 	if !errors.Is(got, context.DeadlineExceeded) {
 		t.Errorf("timeout: %T %v, want a deadline", got, got)
 	}
