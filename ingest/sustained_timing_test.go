@@ -46,7 +46,7 @@ func BenchmarkSustainedPeers(b *testing.B) {
 			b.Fatalf("%s: %v\n%s", p.name, err, out.String())
 		}
 		sent := time.Since(t0)
-		if p.name == "vigil" {
+		if p.bin == "" { // Vigil
 			waitMaterialized(b, addr, n, out)
 		}
 		b.Logf("%s: %d samples acknowledged in %s; every stage caught up after %s", p.name, n, sent.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
