@@ -33,8 +33,9 @@ func BenchmarkSustainedPeers(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("VIGIL_SUSTAINED_SECONDS")); err == nil && v > 0 {
 		secs = v
 	}
-	// Enough rounds for 1.5 million samples/s; a peer faster than that stops early.
-	bodies := newRoundTemplate(b).encode(secs * 15)
+	// Enough rounds for 2.5 million samples/s (2 MB each: 3 GB for 60 s); a peer faster
+	// than that stops early, and the log says so.
+	bodies := newRoundTemplate(b).encode(secs * 25)
 	b.ResetTimer()
 	benchPeers(b, func(b *testing.B, p peerServer, addr string, out *bytes.Buffer) int {
 		t0 := time.Now()
