@@ -52,6 +52,8 @@ type vigilProc struct {
 	stderr *lockedBuffer
 	done   chan error
 	token  string // bearer token get sends, for a vigil with server.auth
+	scheme string // http, or https for a vigil with server.tls
+	client *http.Client
 }
 
 type lockedBuffer struct {
@@ -75,13 +77,20 @@ func (l *lockedBuffer) String() string {
 // is ready.
 func startVigil(t *testing.T, dataDir string, extra ...string) *vigilProc {
 	t.Helper()
+	return startVigilWith(t, dataDir, "http", http.DefaultClient, extra...)
+}
+
+// startVigilWith is startVigil for a server reached with scheme through client (https
+// and a client trusting its certificate, for a vigil with server.tls).
+func startVigilWith(t *testing.T, dataDir, scheme string, client *http.Client, extra ...string) *vigilProc {
+	t.Helper()
 	bin, err := vigilBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
 	args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--nats-listen", freeAddr(t)}, extra...)
-	p := &vigilProc{cmd: exec.Command(bin, args...), addr: addr, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &vigilProc{cmd: exec.Command(bin, args...), addr: addr, stderr: &lockedBuffer{}, done: make(chan error, 1), scheme: scheme, client: client}
 	p.cmd.Stderr = p.stderr
 	p.cmd.Dir = dataDir
 	if err := p.cmd.Start(); err != nil {
@@ -102,7 +111,7 @@ func startVigil(t *testing.T, dataDir string, extra ...string) *vigilProc {
 			t.Fatalf("vigil exited before ready: %v\n%s", err, p.stderr.String())
 		default:
 		}
-		resp, err := http.Get("http://" + addr + "/-/ready")
+		resp, err := client.Get(scheme + "://" + addr + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -117,14 +126,14 @@ func startVigil(t *testing.T, dataDir string, extra ...string) *vigilProc {
 
 func (p *vigilProc) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest("GET", "http://"+p.addr+path, nil)
+	req, err := http.NewRequest("GET", p.scheme+"://"+p.addr+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.token != "" {
 		req.Header.Set("Authorization", "Bearer "+p.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
