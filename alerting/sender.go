@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/vigilhq/vigil/internal/wait"
 )
 
 // sender delivers one integration's notifications, one at a time, in the order they
@@ -107,7 +109,7 @@ func (s *sender) run() {
 				return
 			}
 			s.p.log.Error("cannot record delivery; retrying", "integration", s.id, "err", err)
-			if !sleep(ctx, time.Second) {
+			if !wait.Sleep(ctx, time.Second) {
 				return
 			}
 		}
@@ -125,8 +127,8 @@ func (s *sender) deliver(ctx context.Context, n *notification) bool {
 			s.p.log.Error("notification dropped: its integration is no longer configured", "integration", s.id, "group", n.GroupKey)
 			return true
 		}
-		if wait := s.breaker.wait(time.Now()); wait > 0 {
-			if !sleep(ctx, wait) {
+		if pause := s.breaker.wait(time.Now()); pause > 0 {
+			if !wait.Sleep(ctx, pause) {
 				return false
 			}
 		}
@@ -166,13 +168,13 @@ func (s *sender) deliver(ctx context.Context, n *notification) bool {
 			return true
 		}
 		s.breaker.failure(time.Now())
-		wait := backoff(attempt, s.p.opts.BackoffInitial, s.p.opts.BackoffMax)
-		if de.retryAfter > wait {
-			wait = de.retryAfter
+		pause := backoff(attempt, s.p.opts.BackoffInitial, s.p.opts.BackoffMax)
+		if de.retryAfter > pause {
+			pause = de.retryAfter
 		}
 		s.p.log.Warn("notification failed; retrying", "receiver", n.Receiver, "integration", s.id,
-			"attempt", attempt+1, "retry_in", wait, "err", err)
-		if !sleep(ctx, wait) {
+			"attempt", attempt+1, "retry_in", pause, "err", err)
+		if !wait.Sleep(ctx, pause) {
 			return false
 		}
 	}
@@ -188,17 +190,6 @@ func backoff(attempt int, initial, maxWait time.Duration) time.Duration {
 	d = min(d, maxWait)
 	jitter := (rand.Float64()*0.4 - 0.2) * float64(d)
 	return d + time.Duration(jitter)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // breaker is a per-integration circuit breaker: threshold consecutive failures open

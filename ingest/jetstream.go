@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/internal/wait"
 	"github.com/vigilhq/vigil/logcore"
 )
 
@@ -226,7 +227,7 @@ func (c *jsConsumer) run(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() == nil {
 				c.n.logger.Warn("jetstream fetch", "err", err)
-				sleepCtx(ctx, time.Second)
+				wait.Sleep(ctx, time.Second)
 			}
 			continue
 		}
@@ -329,12 +330,5 @@ func (c *jsConsumer) ack(ctx context.Context, m *inMsg) {
 	if err == nil {
 		delete(c.state, m.seq)
 		c.dirty = true
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/vigilhq/vigil/internal/wait"
 	"github.com/vigilhq/vigil/logcore"
 	"github.com/vigilhq/vigil/sample"
 )
@@ -352,7 +353,7 @@ func (m *Materializer) run(ctx context.Context, ps *partState) {
 			}
 			m.log.Error("read samples topic", "partition", ps.p, "err", err)
 			m.gate.leave(ps.p) // a broken partition must not hold the others back
-			if !sleepCtx(ctx, time.Second) {
+			if !wait.Sleep(ctx, time.Second) {
 				return
 			}
 			continue
@@ -387,7 +388,7 @@ func (m *Materializer) writeAll(ctx context.Context, ps *partState, w *batchWrit
 			m.appendErrTotal.Inc()
 			m.log.Error("append samples to the store; retrying", "partition", ps.p, "offset", recs[i].Offset, "err", err)
 			ps.consumer.SeekTo(recs[i].Offset)
-			return sleepCtx(ctx, time.Second)
+			return wait.Sleep(ctx, time.Second)
 		}
 		pos := recs[j-1].Offset + 1
 		if j == len(recs) {
@@ -404,17 +405,6 @@ func (m *Materializer) writeAll(ctx context.Context, ps *partState, w *batchWrit
 		i = j
 	}
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // batchWriter turns sample batches into TSDB appends. Not safe for concurrent use.
