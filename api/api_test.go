@@ -2,6 +2,7 @@ package api
 
 import (
 	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"encoding/json"
 	"errors"
@@ -165,20 +166,56 @@ func (emptyQueryable) Querier(int64, int64) (storage.Querier, error) {
 }
 
 func TestHandlerCompresses(t *testing.T) {
-	h := Handler(func(r *http.Request) (any, annotations.Annotations, error) { return []string{"a"}, nil, nil })
-	req := httptest.NewRequest("GET", "/x", nil)
-	req.Header.Set("Accept-Encoding", "gzip")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Header().Get("Content-Encoding") != "gzip" {
-		t.Fatalf("Content-Encoding = %q, want gzip", rec.Header().Get("Content-Encoding"))
-	}
-	zr, err := gzip.NewReader(rec.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(zr)
-	if string(b) != `{"status":"success","data":["a"]}` {
-		t.Fatalf("body %s", b)
+	body := `{"status":"success","data":["` + strings.Repeat("a", 5000) + `"]}`
+	h := Handler(func(r *http.Request) (any, annotations.Annotations, error) {
+		return []string{strings.Repeat("a", 5000)}, nil, nil
+	})
+	for _, tc := range []struct {
+		accept, want string
+	}{
+		{"gzip", "gzip"},
+		{"gzip, deflate, br", "gzip"},
+		{"deflate, gzip", "deflate"}, // the first listed, as Prometheus chooses
+		{"br, deflate;q=0.5", "deflate"},
+		{"gzip;q=0, deflate", "deflate"},
+		{"gzip;q=0", ""},
+		{"br", ""},
+		{"", ""},
+	} {
+		// Twice: the second request gets a compressor back from the pool.
+		for round := 0; round < 2; round++ {
+			req := httptest.NewRequest("GET", "/x", nil)
+			req.Header.Set("Accept-Encoding", tc.accept)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if got := rec.Header().Get("Content-Encoding"); got != tc.want {
+				t.Fatalf("Accept-Encoding %q: Content-Encoding %q, want %q", tc.accept, got, tc.want)
+			}
+			if rec.Header().Get("Vary") != "Accept-Encoding" {
+				t.Fatalf("Accept-Encoding %q: Vary %q", tc.accept, rec.Header().Get("Vary"))
+			}
+			var r io.Reader = rec.Body
+			switch tc.want {
+			case "gzip":
+				zr, err := gzip.NewReader(rec.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r = zr
+			case "deflate":
+				zr, err := zlib.NewReader(rec.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r = zr
+			}
+			b, err := io.ReadAll(r)
+			if err != nil || string(b) != body {
+				t.Fatalf("Accept-Encoding %q, round %d: body %.80s... (%d bytes), err %v", tc.accept, round, b, len(b), err)
+			}
+			if tc.want != "" && rec.Body.Len() >= len(body) {
+				t.Fatalf("Accept-Encoding %q: not compressed (%d bytes of %d)", tc.accept, rec.Body.Len(), len(body))
+			}
+		}
 	}
 }
