@@ -22,7 +22,7 @@ type QueryConfig struct {
 	MaxConcurrency int      `yaml:"max_concurrency"`
 	LookbackDelta  Duration `yaml:"lookback_delta"`
 	// SplitParallelism is the most parts a range query is split into, evaluated at
-	// once on as many cores (0: GOMAXPROCS; 1: never split).
+	// once on as many cores (0: one per CPU; 1: never split).
 	SplitParallelism int `yaml:"split_parallelism"`
 	// SplitMinSteps is the fewest steps of a part: a range query with fewer than twice
 	// as many steps is evaluated whole.

@@ -19,7 +19,8 @@ const DefaultMinStepsPerPart = 60
 // Options configure an Engine. Zero values take the defaults noted on each field.
 type Options struct {
 	// Parallelism is the most parts a range query is split into; they are evaluated
-	// at once (default GOMAXPROCS at New; 1 never splits).
+	// at once (default runtime.NumCPU, the cores, not the scheduler's Ps, which vigil
+	// serve may raise; 1 never splits).
 	Parallelism int
 	// MinStepsPerPart is the fewest steps of a part: a range query of n steps is
 	// split into min(Parallelism, n/MinStepsPerPart) parts, so one shorter than
@@ -67,7 +68,7 @@ var _ promql.QueryEngine = (*Engine)(nil)
 // New returns an Engine over inner.
 func New(inner promql.QueryEngine, opts Options) *Engine {
 	if opts.Parallelism <= 0 {
-		opts.Parallelism = runtime.GOMAXPROCS(0)
+		opts.Parallelism = runtime.NumCPU()
 	}
 	if opts.MinStepsPerPart <= 0 {
 		opts.MinStepsPerPart = DefaultMinStepsPerPart

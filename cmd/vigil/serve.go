@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -182,6 +183,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	setProcs(cfg.Log.Fsync, logger)
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	s := &server{cfg: cfg, configFile: *configFile, logger: logger, metrics: metrics.NewSet(), mux: http.NewServeMux()}
@@ -191,6 +193,20 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// setProcs gives the Go scheduler twice as many Ps as CPUs under fsync always, unless
+// the GOMAXPROCS environment variable sets them: a log writer returning from fdatasync
+// otherwise waits for a P behind the goroutines decoding requests, and every
+// acknowledgement waits with it (BenchmarkSustainedPeers: about 1.2M samples/s instead of
+// 0.9-1.1M on 2 cores). The other policies do not wait on the disk and keep the default.
+func setProcs(fsync string, logger *slog.Logger) {
+	if fsync != "always" || os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	n := 2 * runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(n)
+	logger.Debug("GOMAXPROCS raised for fsync always", "gomaxprocs", n)
 }
 
 // run starts everything, serves until ctx ends, then shuts down within the configured

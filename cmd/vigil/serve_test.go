@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -314,5 +316,27 @@ func TestServeAuthGuardsEveryEndpoint(t *testing.T) {
 	}
 	if strings.Contains(p.stderr.String(), token) {
 		t.Fatalf("the token appears in the log:\n%s", p.stderr.String())
+	}
+}
+
+func TestSetProcs(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(before)
+	logger := slog.New(slog.DiscardHandler)
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS")
+	setProcs("interval", logger)
+	if got := runtime.GOMAXPROCS(0); got != before {
+		t.Fatalf("fsync interval: GOMAXPROCS %d, want %d unchanged", got, before)
+	}
+	setProcs("always", logger)
+	if got := runtime.GOMAXPROCS(0); got != 2*before {
+		t.Fatalf("fsync always: GOMAXPROCS %d, want %d", got, 2*before)
+	}
+	runtime.GOMAXPROCS(before)
+	t.Setenv("GOMAXPROCS", "3")
+	setProcs("always", logger)
+	if got := runtime.GOMAXPROCS(0); got != before {
+		t.Fatalf("with GOMAXPROCS set in the environment: %d, want %d unchanged", got, before)
 	}
 }
