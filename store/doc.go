@@ -33,10 +33,16 @@
 //
 // The cost is replay time: after a crash up to about 1.5 block durations of samples are
 // replayed (the head is cut into a block once it spans 1.5 × query.block_duration). A
-// replay advances all partitions in step by their records' log time, so that one
-// partition running ahead does not push the head's time past what the others may
-// still append (the TSDB refuses samples older than the head's newest minus half a block
-// duration, or the out-of-order window).
+// replay advances all partitions in step, each held within a quarter block duration of
+// the oldest record another has not appended yet, so that one partition running ahead
+// does not push the head's time past what the others may still append (the TSDB
+// refuses samples older than the head's newest minus half a block duration, or the
+// out-of-order window). And a restarted TSDB's head starts at the newest in-order
+// block's end, which a kill -9 between a cut and its commit leaves ahead of the
+// replay: out-of-order samples of the replayed records that are in no block yet would
+// be refused as too old. So while it replays, the materializer widens the out-of-order
+// window by the distance from the oldest replayed record to that end (and half a block
+// more); a replay may therefore also take a few samples the live store had refused.
 //
 // Derived series written through Appendable (recording rules, ALERTS, rollup outputs)
 // are not in the log, so they go to a second TSDB that keeps its WAL: they are durable

@@ -8,13 +8,13 @@ import (
 
 // gate keeps partitions that replay a backlog in step: a partition may append a record
 // only while its time (its first sample's timestamp) is at most slack ahead of the
-// record any other partition is about to append. A partition that has appended everything there is
+// oldest record any other partition has not appended yet. A partition that has appended everything there is
 // (waiting for new records) holds no one back. Without it one partition racing ahead would move the TSDB head's
 // newest time so far that the others' samples fall outside the appendable window.
 type gate struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
-	ts    []int64 // per partition: time of the record it appends or appended last; unknown before the first
+	ts    []int64 // per partition: time of its oldest record not yet appended (or of the last appended); unknown before the first
 	idles []bool  // per partition: waiting for records
 	slack int64
 	// pending reports whether partition q has records it has not appended yet; an idle
@@ -51,7 +51,7 @@ func (g *gate) leave(p int) {
 	g.mu.Unlock()
 }
 
-// wait announces that p is about to append a record of log time ts and blocks until
+// wait announces that p's oldest record not yet appended has time ts and blocks until
 // that is at most slack ahead of every other busy partition. It returns false if ctx
 // ended.
 func (g *gate) wait(ctx context.Context, p int, ts int64) bool {
@@ -77,15 +77,12 @@ func (g *gate) wait(ctx context.Context, p int, ts int64) bool {
 	return ctx.Err() == nil
 }
 
-// tryPass announces that p is about to append a record of time ts and reports whether
-// it may do so now, without waiting.
-func (g *gate) tryPass(p int, ts int64) bool {
+// allows reports whether p, whose oldest record not yet appended was announced by wait,
+// may append a later record of time ts in the same transaction. It announces nothing:
+// until that transaction commits, the others are held to p's oldest record.
+func (g *gate) allows(p int, ts int64) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.ts[p] != ts || g.idles[p] {
-		g.ts[p], g.idles[p] = ts, false
-		g.cond.Broadcast()
-	}
 	return !g.blocked(p, ts)
 }
 

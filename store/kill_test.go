@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,6 +146,7 @@ func TestKill9LosesNothingCountsNothingTwice(t *testing.T) {
 	}
 	// What the log holds: every acknowledged record, and per series the samples.
 	want := map[string]int{}
+	where := map[string]map[int64]string{} // series -> timestamp -> partition/offset
 	var dec sample.Decoder
 	for p := 0; p < killPartitions; p++ {
 		st := topic.Stats(p)
@@ -162,7 +164,14 @@ func TestKill9LosesNothingCountsNothingTwice(t *testing.T) {
 				}
 				for dec.Next() {
 					ls := dec.Series().Labels
-					want[string(ls[0].Value)+"/"+string(ls[1].Value)] += len(dec.Series().Samples)
+					key := string(ls[0].Value) + "/" + string(ls[1].Value)
+					want[key] += len(dec.Series().Samples)
+					if where[key] == nil {
+						where[key] = map[int64]string{}
+					}
+					for _, smp := range dec.Series().Samples {
+						where[key][smp.T] = fmt.Sprintf("partition %d offset %d", p, r.Offset)
+					}
 				}
 				off = r.Offset + 1
 			}
@@ -198,10 +207,43 @@ func TestKill9LosesNothingCountsNothingTwice(t *testing.T) {
 	for k, n := range want {
 		total += n
 		if got[k] != n {
-			t.Errorf("series %s: %d samples queryable after kill -9 and restart, the log holds %d", k, got[k], n)
+			t.Errorf("series %s: %d samples queryable after kill -9 and restart, the log holds %d; missing: %s", k, got[k], n, e.missing(k, where[k], end))
 		}
 	}
 	if !t.Failed() {
 		t.Logf("%d samples in the log, all queryable exactly once; %d blocks", total, len(s.DB().Blocks()))
 	}
+}
+
+// missing names up to five of the samples of series key ("name/s") that the log holds
+// (at the timestamps of logged) and the store does not.
+func (e *testEnv) missing(key string, logged map[int64]string, end int64) string {
+	name, s, _ := strings.Cut(key, "/")
+	qry, err := e.store.Engine().NewInstantQuery(context.Background(), e.store.Queryable(), nil, fmt.Sprintf(`%s{s=%q}[2d]`, name, s), time.UnixMilli(end))
+	if err != nil {
+		return err.Error()
+	}
+	defer qry.Close()
+	m, err := qry.Exec(context.Background()).Matrix()
+	if err != nil {
+		return err.Error()
+	}
+	have := map[int64]bool{}
+	for _, series := range m {
+		for _, p := range series.Floats {
+			have[p.T] = true
+		}
+	}
+	var ts []int64
+	for t := range logged {
+		if !have[t] {
+			ts = append(ts, t)
+		}
+	}
+	slices.Sort(ts)
+	var out []string
+	for _, t := range ts[:min(len(ts), 5)] {
+		out = append(out, fmt.Sprintf("t=%d (%s)", t, logged[t]))
+	}
+	return strings.Join(out, ", ")
 }

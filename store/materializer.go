@@ -64,6 +64,8 @@ type Materializer struct {
 	appendErrTotal *metrics.Counter
 	commitsTotal   *metrics.Counter
 	checkpointErrs *metrics.Counter
+	// replaying counts the partitions still replaying what was in the log at start.
+	replaying atomic.Int32
 }
 
 // partState is one partition's progress. marks and committed are guarded by
@@ -72,6 +74,9 @@ type partState struct {
 	p         int
 	consumer  *logcore.Consumer
 	processed atomic.Int64 // next offset not yet in the store
+	// replayEnd is the partition's end offset when the materializer started, while it
+	// replays the records before it; -1 once it has (only the partition's worker uses it).
+	replayEnd int64
 	committed int64
 	marks     []mark
 	// frozen marks (the first frozen ones) belong to a running checkpoint's snapshot:
@@ -145,12 +150,67 @@ func (s *Store) StartMaterializer(opts MaterializerOptions) (*Materializer, erro
 	set.GetOrCreateGauge(`vigil_materializer_uncommitted_records`, func() float64 { return float64(m.uncommitted()) })
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
+	if err := m.startReplay(); err != nil {
+		cancel()
+		return nil, err
+	}
 	for _, ps := range m.parts {
 		m.wg.Add(1)
 		go m.run(ctx, ps)
 	}
 	go m.checkpointLoop(ctx)
 	return m, nil
+}
+
+// startReplay notes each partition's end offset and, if records after the committed
+// offsets wait to be replayed, widens the TSDB's out-of-order window for the replay.
+//
+// The restarted TSDB's head starts at the newest in-order block's end, which may lie
+// well past the oldest replayed record: blocks are cut before the offsets they cover are
+// committed. Replayed out-of-order samples older than that end minus the window would be
+// refused as too old, though after a kill -9 between the in-order cut and the
+// out-of-order compaction that follows it they are in no block: the window is widened
+// by the distance from the oldest replayed record to that end, and half a block duration
+// more for the quarter block the gate lets partitions drift apart and for the spread of
+// a record's samples around its first one. What is already in a block is stored again
+// with the same timestamp and value (queries merge it); a replay may so also accept a
+// few samples that the live store had refused as too old. A store without an
+// out-of-order window (and no out-of-order blocks from when it had one) needs none.
+func (m *Materializer) startReplay() error {
+	oldest := int64(math.MaxInt64)
+	for _, ps := range m.parts {
+		ps.replayEnd = m.opts.Topic.Stats(ps.p).EndOffset
+		pos := ps.processed.Load()
+		if pos >= ps.replayEnd {
+			ps.replayEnd = -1
+			continue
+		}
+		m.replaying.Add(1)
+		recs, err := m.opts.Topic.Read(ps.p, pos, 1, nil)
+		if err != nil {
+			return fmt.Errorf("store: read partition %d at its committed offset %d: %w", ps.p, pos, err)
+		}
+		var w batchWriter
+		w.dec.SkipLabels = true
+		for _, r := range recs {
+			if r.Offset >= pos {
+				oldest = min(oldest, w.firstTime(r))
+				break
+			}
+		}
+	}
+	h := m.s.db.Head()
+	if m.replaying.Load() == 0 || oldest == math.MaxInt64 || h.MinTime() == math.MaxInt64 {
+		return nil // nothing to replay, or an empty store: nothing can be refused as too old
+	}
+	if !m.s.outOfOrder() {
+		// Without out-of-order samples every block is in order, and a replayed sample
+		// older than the newest block's end is in a block already.
+		return nil
+	}
+	extra := time.Duration(max(0, h.MaxTime()-oldest))*time.Millisecond + m.s.opts.BlockDuration/2
+	m.log.Info("replaying the records not committed before the restart", "partitions", m.replaying.Load(), "widened_out_of_order_window", extra)
+	return m.s.widenForReplay(extra)
 }
 
 // Lag is the number of records appended to the topic that are not yet queryable.
@@ -367,20 +427,21 @@ func (m *Materializer) run(ctx context.Context, ps *partState) {
 	}
 }
 
-// writeAll appends recs in as few transactions as the gate allows: records pass the
-// gate one by one (by their first sample's time); when one must wait, what passed so far
-// is committed first. It returns false when ctx ended.
+// writeAll appends recs in as few transactions as the gate allows: each transaction
+// starts at the oldest record not yet appended, which the gate has let pass, and takes
+// the records after it that the gate allows too. The gate holds the other partitions to
+// that oldest record until the transaction commits: a partition that announced its later
+// records before appending them would let the others push the head's newest time so far
+// that the out-of-order samples of its own oldest records fall outside the window. It
+// returns false when ctx ended.
 func (m *Materializer) writeAll(ctx context.Context, ps *partState, w *batchWriter, recs []logcore.Record) bool {
 	for i := 0; i < len(recs); {
-		j := i
-		for j < len(recs) && m.gate.tryPass(ps.p, w.firstTime(recs[j])) {
-			j++
+		if !m.gate.wait(ctx, ps.p, w.firstTime(recs[i])) {
+			return false
 		}
-		if j == i {
-			if !m.gate.wait(ctx, ps.p, w.firstTime(recs[i])) {
-				return false
-			}
-			j = i + 1
+		j := i + 1
+		for j < len(recs) && m.gate.allows(ps.p, w.firstTime(recs[j])) {
+			j++
 		}
 		maxT, err := w.write(ctx, recs[i:j])
 		if err != nil {
@@ -396,6 +457,14 @@ func (m *Materializer) writeAll(ctx context.Context, ps *partState, w *batchWrit
 		}
 		m.addMark(ps, pos, maxT)
 		ps.processed.Store(pos)
+		if ps.replayEnd >= 0 && pos >= ps.replayEnd {
+			ps.replayEnd = -1
+			if m.replaying.Add(-1) == 0 {
+				if err := m.s.widenForReplay(0); err != nil {
+					m.log.Error("restore the out-of-order window after the replay", "err", err)
+				}
+			}
+		}
 		now := time.Now().UnixMilli()
 		for k := i; k < j; k++ {
 			m.s.delay.Update(float64(max(0, now-recs[k].Timestamp)) / 1000)

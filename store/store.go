@@ -99,6 +99,13 @@ type Store struct {
 	// cmu serialises checkpoints and the final flush with each other.
 	cmu sync.Mutex
 
+	// wmu guards the raw TSDB's settings: the configured out-of-order window and
+	// retention, and the extra window a replay adds (see widenForReplay).
+	wmu          sync.Mutex
+	oooWindow    time.Duration
+	rawRetention time.Duration
+	replayExtra  time.Duration
+
 	delay    *metrics.Histogram
 	rejected map[string]*metrics.Counter
 	closed   atomic.Bool
@@ -163,7 +170,7 @@ func Open(opts Options) (*Store, error) {
 		// Prometheus's default global evaluation_interval, used by subqueries without a step.
 		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
 	})
-	s := &Store{opts: opts, db: db, derived: derived, engine: engine}
+	s := &Store{opts: opts, db: db, derived: derived, engine: engine, oooWindow: opts.OutOfOrderWindow, rawRetention: opts.RawRetention}
 	s.queryable = storage.QueryableFunc(s.querier)
 	set := opts.Metrics
 	s.delay = set.GetOrCreateHistogram("vigil_store_ingest_to_queryable_seconds")
@@ -371,16 +378,52 @@ func (s *Store) flushHead(ctx context.Context) error {
 // Reconfigure changes the out-of-order window and the retentions of a running store
 // (on a configuration reload). The block duration and the query limits are fixed at Open.
 func (s *Store) Reconfigure(outOfOrderWindow, rawRetention, derivedRetention time.Duration) error {
-	apply := func(db *tsdb.DB, retention time.Duration) error {
-		return db.ApplyConfig(&promconfig.Config{StorageConfig: promconfig.StorageConfig{TSDBConfig: &promconfig.TSDBConfig{
-			OutOfOrderTimeWindow: outOfOrderWindow.Milliseconds(),
-			Retention:            &promconfig.TSDBRetentionConfig{Time: model.Duration(retention)},
-		}}})
-	}
 	if outOfOrderWindow < 0 || rawRetention <= 0 || derivedRetention <= 0 {
 		return errors.New("store: out-of-order window must not be negative, retentions must be positive")
 	}
-	return errors.Join(wrap("reconfigure tsdb", apply(s.db, rawRetention)), wrap("reconfigure derived tsdb", apply(s.derived, derivedRetention)))
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.oooWindow, s.rawRetention = outOfOrderWindow, rawRetention
+	return errors.Join(s.applyRaw(), wrap("reconfigure derived tsdb", applyTSDB(s.derived, outOfOrderWindow, derivedRetention)))
+}
+
+// widenForReplay adds extra to the raw TSDB's out-of-order window (0 takes it away) while
+// the materializer replays what it had not committed before a restart (see
+// Materializer.startReplay).
+func (s *Store) widenForReplay(extra time.Duration) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.replayExtra = extra
+	return s.applyRaw()
+}
+
+// outOfOrder reports whether the raw TSDB takes out-of-order samples or holds blocks
+// of them.
+func (s *Store) outOfOrder() bool {
+	s.wmu.Lock()
+	w := s.oooWindow
+	s.wmu.Unlock()
+	if w > 0 {
+		return true
+	}
+	for _, b := range s.db.Blocks() {
+		if m := b.Meta(); m.Compaction.FromOutOfOrder() {
+			return true
+		}
+	}
+	return false
+}
+
+// applyRaw applies the raw TSDB's settings. The caller holds wmu.
+func (s *Store) applyRaw() error {
+	return wrap("reconfigure tsdb", applyTSDB(s.db, s.oooWindow+s.replayExtra, s.rawRetention))
+}
+
+func applyTSDB(db *tsdb.DB, outOfOrderWindow, retention time.Duration) error {
+	return db.ApplyConfig(&promconfig.Config{StorageConfig: promconfig.StorageConfig{TSDBConfig: &promconfig.TSDBConfig{
+		OutOfOrderTimeWindow: outOfOrderWindow.Milliseconds(),
+		Retention:            &promconfig.TSDBRetentionConfig{Time: model.Duration(retention)},
+	}}})
 }
 
 // Close persists the raw head (so that a restart need not replay it) and closes both

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/tsdb"
 
 	"github.com/vigilhq/vigil/logcore"
 	"github.com/vigilhq/vigil/sample"
@@ -297,6 +298,58 @@ func TestCrashReplaysExactlyOnce(t *testing.T) {
 	}
 }
 
+// TestReplayAfterKillBetweenCuts leaves the store as a kill -9 between a checkpoint's
+// in-order head cut and its out-of-order compaction does: in-order blocks end past an
+// out-of-order sample that is in no block, and no offset is committed. The restarted
+// TSDB's head starts at the in-order blocks' end, further ahead of that sample than the
+// out-of-order window; its replay must still store it.
+func TestReplayAfterKillBetweenCuts(t *testing.T) {
+	e := newEnv(t, 1, Options{BlockDuration: time.Minute, OutOfOrderWindow: 30 * time.Second})
+	start := killStart()
+	series := func(name string, v float64, from, to int64) sample.Series {
+		s := sample.Series{Labels: lbls("__name__", name)}
+		for sec := from; sec <= to; sec++ {
+			s.Samples = append(s.Samples, sample.Sample{T: start + sec*1000, V: v})
+		}
+		return s
+	}
+	e.appendSeries(0, series("a", 1, 0, 400), series("b", 1, 395, 395))
+	e.appendSeries(0, series("b", 2, 380, 380)) // out of order: older than b's last, inside the window
+	e.appendSeries(0, series("a", 1, 401, 500))
+	e.sync()
+	// Cut the in-order head as far as it is due, leaving the out-of-order head alone.
+	h := e.store.db.Head()
+	for h.MaxTime()-h.MinTime() > time.Minute.Milliseconds()/2*3 {
+		mint := h.MinTime()
+		maxt := (floorDiv(mint, 60000) + 1) * 60000
+		if err := e.store.db.CompactHead(tsdb.NewRangeHead(h, mint, maxt-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for name, want := range map[string]int{"a": 501, "b": 2} {
+			v := e.instant(`count_over_time(`+name+`[1h])`, start+30*60000)
+			if len(v) != 1 || int(v[0].F) != want {
+				var buf bytesBuffer
+				e.set.WritePrometheus(&buf)
+				t.Fatalf("%s: count_over_time(%s[1h]) = %v, want %d\n%s", when, name, v, want, buf)
+			}
+		}
+	}
+	check("before the crash")
+	if h.MinTime() < start+400000 || e.mat.Committed(0) != 0 {
+		t.Fatalf("head starts %dms after the first sample, %d committed: want past the out-of-order sample, nothing committed", h.MinTime()-start, e.mat.Committed(0))
+	}
+	e.crash()
+	e.openStore()
+	e.sync()
+	check("after the crash")
+	if e.mat.replaying.Load() != 0 {
+		t.Fatal("the replay is over, yet the materializer counts replaying partitions")
+	}
+}
+
 func TestGateKeepsPartitionsInStep(t *testing.T) {
 	g := newGate(2, 10, func(int) bool { return false })
 	ctx := context.Background()
@@ -320,6 +373,24 @@ func TestGateKeepsPartitionsInStep(t *testing.T) {
 	cancel()
 	if <-done {
 		t.Fatal("wait returned true after its context was canceled")
+	}
+	// A partition's later records do not move the others on before they are appended.
+	g = newGate(2, 10, func(int) bool { return true })
+	go func() { done <- g.wait(ctx, 0, 100) }()
+	if !g.wait(ctx, 1, 95) || !<-done {
+		t.Fatal("partitions 5 apart blocked with slack 10")
+	}
+	if !g.allows(0, 105) || g.allows(0, 150) {
+		t.Fatal("allows ignores the slack")
+	}
+	go func() { done <- g.wait(ctx, 1, 115) }()
+	select {
+	case <-done:
+		t.Fatal("partition 1 passed 15 ahead of partition 0's oldest record (slack 10) after allows(0, 150)")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if !g.wait(ctx, 0, 106) || !<-done {
+		t.Fatal("partition 1 not released when partition 0 moved on")
 	}
 	if floorDiv(-1, 60000) != -1 || floorDiv(60000, 60000) != 1 || math.MaxInt64 == 0 {
 		t.Fatal("floorDiv")
