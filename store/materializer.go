@@ -178,6 +178,7 @@ func (s *Store) StartMaterializer(opts MaterializerOptions) (*Materializer, erro
 // out-of-order window (and no out-of-order blocks from when it had one) needs none.
 func (m *Materializer) startReplay() error {
 	oldest := int64(math.MaxInt64)
+	w := batchWriter{dec: sample.Decoder{SkipLabels: true}} // for firstTime only
 	for _, ps := range m.parts {
 		ps.replayEnd = m.opts.Topic.Stats(ps.p).EndOffset
 		pos := ps.processed.Load()
@@ -190,8 +191,6 @@ func (m *Materializer) startReplay() error {
 		if err != nil {
 			return fmt.Errorf("store: read partition %d at its committed offset %d: %w", ps.p, pos, err)
 		}
-		var w batchWriter
-		w.dec.SkipLabels = true
 		for _, r := range recs {
 			if r.Offset >= pos {
 				oldest = min(oldest, w.firstTime(r))

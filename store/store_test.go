@@ -348,6 +348,12 @@ func TestReplayAfterKillBetweenCuts(t *testing.T) {
 	if e.mat.replaying.Load() != 0 {
 		t.Fatal("the replay is over, yet the materializer counts replaying partitions")
 	}
+	e.store.wmu.Lock()
+	extra := e.store.replayExtra
+	e.store.wmu.Unlock()
+	if extra != 0 {
+		t.Fatalf("the replay is over, yet the out-of-order window is still widened by %s", extra)
+	}
 }
 
 func TestGateKeepsPartitionsInStep(t *testing.T) {
