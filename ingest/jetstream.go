@@ -42,9 +42,7 @@ type jsConsumer struct {
 	batch     int
 	fetchWait time.Duration
 	backoff   time.Duration
-	// dropAck, when set (tests), makes the consumer skip acking a message, as if the
-	// ack were lost.
-	dropAck func(seq uint64) bool
+	dropAck   func(seq uint64) bool // NATSOptions.dropAck
 }
 
 func newJSConsumer(ctx context.Context, n *NATSIngest) (*jsConsumer, error) {
@@ -89,6 +87,7 @@ func newJSConsumer(ctx context.Context, n *NATSIngest) (*jsConsumer, error) {
 		key:       []byte(cfg.Stream + "/" + name),
 		state:     map[uint64]*jsEntry{},
 		batch:     min(inflight, natsBatchMessages),
+		dropAck:   n.opts.dropAck,
 		fetchWait: min(time.Second, ackWait/4),
 	}
 	if err := c.load(); err != nil {

@@ -57,6 +57,10 @@ type NATSOptions struct {
 	Log     logcore.Log
 	Logger  *slog.Logger
 	Metrics *metrics.Set
+
+	// dropAck, when set (tests), makes the JetStream consumer skip acking a message,
+	// as if the ack were lost.
+	dropAck func(seq uint64) bool
 }
 
 // NATSIngest is running NATS ingest. Stop it with Stop.

@@ -148,6 +148,8 @@ type jsFixture struct {
 	ft  *failingTopic
 	w   *Writer
 	cfg config.NATSConfig
+	// lastSeq is the stream sequence of the latest message published.
+	lastSeq uint64
 }
 
 func newJSFixture(t *testing.T) *jsFixture {
@@ -170,19 +172,20 @@ func newJSFixture(t *testing.T) *jsFixture {
 
 func (fx *jsFixture) start(dropAck func(uint64) bool) *NATSIngest {
 	fx.t.Helper()
-	ni, err := StartNATS(context.Background(), NATSOptions{Conn: fx.nc, Config: fx.cfg, Writer: fx.w, Log: fx.l})
+	ni, err := StartNATS(context.Background(), NATSOptions{Conn: fx.nc, Config: fx.cfg, Writer: fx.w, Log: fx.l, dropAck: dropAck})
 	if err != nil {
 		fx.t.Fatal(err)
 	}
-	ni.js.dropAck = dropAck
 	return ni
 }
 
 func (fx *jsFixture) publish(subj, data string) {
 	fx.t.Helper()
-	if _, err := fx.js.Publish(context.Background(), subj, []byte(data)); err != nil {
+	ack, err := fx.js.Publish(context.Background(), subj, []byte(data))
+	if err != nil {
 		fx.t.Fatal(err)
 	}
+	fx.lastSeq = max(fx.lastSeq, ack.Sequence)
 }
 
 func (fx *jsFixture) acked() bool {
@@ -191,7 +194,9 @@ func (fx *jsFixture) acked() bool {
 		return false
 	}
 	info, err := c.Info(context.Background())
-	return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	// The ack floor, not only the pending counts: the server may count a message just
+	// published as pending a moment after the publish was acknowledged.
+	return err == nil && info.AckFloor.Stream >= fx.lastSeq && info.NumAckPending == 0 && info.NumPending == 0
 }
 
 func TestJetStreamJSONAndInflux(t *testing.T) {
