@@ -198,8 +198,10 @@ func sealBatch(b []byte, base int64, bodyCRC uint32) {
 }
 
 // batchPayload returns the uncompressed payload of a checked batch b, decompressing
-// into scratch (grown as needed) when the batch is compressed. The result aliases b or
-// scratch.
+// into scratch's spare capacity when the batch is compressed. The result aliases b or
+// scratch. When scratch has too little room it is replaced by a larger buffer, not
+// grown: earlier payloads in it stay where they are (records alias them), and nothing
+// is copied.
 func batchPayload(h *batchHeader, b []byte, scratch []byte) (payload, newScratch []byte, err error) {
 	body := b[batchHeaderSize:]
 	switch Compression(h.attrs & codecMask) {
@@ -214,7 +216,7 @@ func batchPayload(h *batchHeader, b []byte, scratch []byte) (payload, newScratch
 			return nil, scratch, fmt.Errorf("%w: batch at offset %d: bad s2 payload", ErrCorrupt, h.baseOffset)
 		}
 		if cap(scratch)-len(scratch) < n {
-			scratch = append(scratch[:len(scratch):len(scratch)], make([]byte, n)...)[:len(scratch)]
+			scratch = make([]byte, 0, max(n, 2*cap(scratch)))
 		}
 		out, err := s2.Decode(scratch[len(scratch):len(scratch)+n], body)
 		if err != nil {

@@ -808,7 +808,17 @@ func (s *segment) read(offset int64, maxBytes int, dst []Record, buf []byte, int
 	return dst, buf, next, err
 }
 
-func (s *segment) readFrom(offset int64, maxBytes int, dst []Record, buf []byte, interval int64, strict bool) ([]Record, []byte, int64, error) {
+func (s *segment) readFrom(offset int64, maxBytes int, dst []Record, buf []byte, interval int64, strict bool) (_ []Record, outBuf []byte, _ int64, _ error) {
+	// need is what one buffer would have taken for this read: the bytes read plus the
+	// payloads decompressed after them. A buffer that was too small is replaced for the
+	// next read (the records of this one alias the old one), so that a steady reader
+	// reads and decompresses without allocating.
+	need := int64(0)
+	defer func() {
+		if int64(cap(outBuf)) < need {
+			outBuf = make([]byte, 0, need+need/4)
+		}
+	}()
 	limit := s.size.Load()
 	pos, expect := s.lookup(offset)
 	indexed := pos != segmentHeaderSize
@@ -832,6 +842,8 @@ func (s *segment) readFrom(offset int64, maxBytes int, dst []Record, buf []byte,
 			return dst, buf, next, err
 		}
 		scratch := buf[want:want]
+		unpacked := int64(0)
+		need = max(need, want)
 		off := int64(0)
 		for off+batchHeaderSize <= want && taken < maxBytes {
 			h, err := parseBatchHeader(chunk[off:])
@@ -884,6 +896,10 @@ func (s *segment) readFrom(offset int64, maxBytes int, dst []Record, buf []byte,
 			payload, scratch, err = batchPayload(&h, b, scratch)
 			if err != nil {
 				return bad(err)
+			}
+			if h.attrs&codecMask != 0 {
+				unpacked += int64(len(payload))
+				need = max(need, want+unpacked)
 			}
 			n := len(dst)
 			if dst, err = decodeRecords(&h, payload, dst, offset); err != nil {
