@@ -35,6 +35,17 @@ type Batch struct {
 	ascii    []bool
 	curASCII bool
 
+	// cache, when set, lets the 1.0 decoder look series up among those the Writer
+	// accepted before (see knownSeries) through cursor: keys[i] is series i's label
+	// fields as sent (nil when they are not one leading run), hits[i] its entry when it
+	// was found (its Labels are then left empty). curKey and curHit are the open series'.
+	cache  *knownSeries
+	cursor knownCursor
+	keys   [][]byte
+	hits   []knownHit
+	curKey []byte
+	curHit knownHit
+
 	// Start indexes of the open series in the flat buffers.
 	open                           bool
 	lab0, smp0, hst0, exm0, exLab0 int
@@ -51,6 +62,11 @@ func (b *Batch) Reset() {
 	b.Source = b.Source[:0]
 	b.ascii = b.ascii[:0]
 	b.curASCII = false
+	clear(b.keys)
+	clear(b.hits)
+	b.keys, b.hits = b.keys[:0], b.hits[:0]
+	b.curKey, b.curHit = nil, knownHit{}
+	b.cache, b.cursor = nil, knownCursor{}
 	b.labels = b.labels[:0]
 	b.samples = b.samples[:0]
 	b.hists = b.hists[:0]
@@ -133,6 +149,9 @@ func (b *Batch) EndSeries() {
 	b.open = false
 	b.ascii = append(b.ascii, b.curASCII)
 	b.curASCII = false
+	b.keys = append(b.keys, b.curKey)
+	b.hits = append(b.hits, b.curHit)
+	b.curKey, b.curHit = nil, knownHit{}
 	b.Series = append(b.Series, sample.Series{
 		Labels:     b.labels[b.lab0:len(b.labels):len(b.labels)],
 		Samples:    b.samples[b.smp0:len(b.samples):len(b.samples)],
@@ -148,10 +167,46 @@ func (b *Batch) DropSeries() {
 	}
 	b.open = false
 	b.curASCII = false
+	b.curKey, b.curHit = nil, knownHit{}
 	b.labels = b.labels[:b.lab0]
 	b.samples = b.samples[:b.smp0]
 	b.hists = b.hists[:b.hst0]
 	b.exemplars = b.exemplars[:b.exm0]
+}
+
+// truncate drops the series from n on (closed ones; an open series is left alone).
+func (b *Batch) truncate(n int) {
+	b.Series = b.Series[:n]
+	b.ascii = b.ascii[:n]
+	b.keys = b.keys[:n]
+	b.hits = b.hits[:n]
+	if len(b.Source) > n {
+		b.Source = b.Source[:n]
+	}
+}
+
+// known returns series i's entry among the Writer's known series, if it was found.
+func (b *Batch) known(i int) (knownHit, bool) {
+	if i < len(b.hits) && b.hits[i].encoded != nil {
+		return b.hits[i], true
+	}
+	return knownHit{}, false
+}
+
+// useCache makes the decoders look series up in k (nil: no cache) until the next Reset.
+func (b *Batch) useCache(k *knownSeries) {
+	b.cache = k
+	if k != nil {
+		b.cursor = k.cursor()
+	}
+}
+
+// key returns series i's label fields as sent, or nil.
+func (b *Batch) key(i int) []byte {
+	if i < len(b.keys) {
+		return b.keys[i]
+	}
+	return nil
 }
 
 // SetDecodedBytes records the size of the decoded input, used for the bytes metrics.

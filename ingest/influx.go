@@ -88,11 +88,8 @@ func (d *InfluxDecoder) Decode(b *Batch, payload []byte, nowMs int64, src int32)
 		n0 := len(b.Series)
 		if err := d.decodeLine(b, line, nowMs, src); err != nil {
 			// Undo the series of the bad line.
-			for len(b.Series) > n0 {
-				b.Series = b.Series[:len(b.Series)-1]
-				b.Source = b.Source[:len(b.Source)-1]
-			}
 			b.DropSeries()
+			b.truncate(n0)
 			if lerr == nil {
 				in := line
 				if len(in) > 256 {

@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -33,7 +35,12 @@ func DecodeWriteV1(b *Batch, buf []byte) (DecodeStats, error) {
 			if err := wantType(field, wt, wireLen); err != nil {
 				return st, decodeErr("WriteRequest", err)
 			}
-			if err := decodeSeriesV1(b, data); err != nil {
+			err := decodeSeriesV1(b, data, b.cache != nil)
+			if err == errLabelsSplit {
+				b.DropSeries()
+				err = decodeSeriesV1(b, data, false)
+			}
+			if err != nil {
 				b.DropSeries()
 				return st, decodeErr(fmt.Sprintf("WriteRequest.timeseries[%d]", b.Len()), err)
 			}
@@ -77,9 +84,27 @@ func checkMetadataV1(b []byte) error {
 	return nil
 }
 
-func decodeSeriesV1(b *Batch, buf []byte) error {
+// errLabelsSplit tells that a series found by its leading label fields has another
+// label field further on: it is not the series cached, and is decoded again without
+// the cache.
+var errLabelsSplit = errors.New("label fields split")
+
+// decodeSeriesV1 decodes a prompb.TimeSeries into b. With useCache, a series whose
+// leading label fields are those of a series the Writer accepted before (b.cache) is
+// taken from the cache: its labels are not decoded, and its key and entry are
+// recorded in b.
+func decodeSeriesV1(b *Batch, buf []byte, useCache bool) error {
 	b.BeginSeries()
 	r := pbReader{b: buf}
+	if useCache {
+		if n := labelRunV1(buf); n > 0 {
+			b.curKey = buf[:n]
+			if hit, ok := b.cursor.lookup(b.curKey); ok {
+				b.curHit = hit
+				r.b = buf[n:]
+			}
+		}
+	}
 	// The label fields, as senders write them, are one run of bytes: when that run is
 	// ASCII (tags and short lengths are), so is every name and value in it.
 	labStart, labEnd, labRun := -1, -1, true
@@ -90,6 +115,9 @@ func decodeSeriesV1(b *Batch, buf []byte) error {
 			return err
 		}
 		if field == 1 {
+			if b.curHit.encoded != nil {
+				return errLabelsSplit
+			}
 			switch {
 			case labStart < 0:
 				labStart = pos
@@ -131,8 +159,26 @@ func decodeSeriesV1(b *Batch, buf []byte) error {
 	if labStart >= 0 && labRun && isASCII(buf[labStart:labEnd]) {
 		b.MarkLabelsASCII()
 	}
+	if !labRun || labStart > 0 {
+		b.curKey = nil // not one leading run: the key would not cover every label
+	}
 	b.EndSeries()
 	return nil
+}
+
+// labelRunV1 returns the length of the run of label fields (field 1, length-delimited)
+// that buf, a prompb.TimeSeries, starts with; 0 if it starts otherwise or the run does
+// not parse (the full decoder then reports why).
+func labelRunV1(buf []byte) int {
+	i := 0
+	for i < len(buf) && buf[i] == 0x0a {
+		n, k := binary.Uvarint(buf[i+1:])
+		if k <= 0 || n > uint64(len(buf)-i-1-k) {
+			return 0
+		}
+		i += 1 + k + int(n)
+	}
+	return i
 }
 
 func decodeLabel(buf []byte) (name, value []byte, err error) {

@@ -186,6 +186,7 @@ func (h *RemoteWriteHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) 
 	if ver == RemoteWriteV2 {
 		_, derr = st.v2.Decode(b, decoded)
 	} else {
+		b.useCache(h.w.known)
 		_, derr = DecodeWriteV1(b, decoded)
 	}
 	if derr != nil {

@@ -78,6 +78,7 @@ type Writer struct {
 	logger     *slog.Logger
 	active     *activeSeries
 	lastSweep  atomic.Int64
+	known      *knownSeries
 
 	inflight     atomic.Int64
 	maxInflight  int64
@@ -113,6 +114,7 @@ func NewWriter(opts Options) (*Writer, error) {
 		now:         opts.Now,
 		logger:      opts.Logger,
 		maxInflight: int64(opts.Limits.MaxInflightBytes),
+		known:       newKnownSeries(),
 	}
 	if w.now == nil {
 		w.now = time.Now
@@ -249,8 +251,23 @@ func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, sk
 	for i := range b.Series {
 		s := &b.Series[i]
 		b.partition[i] = -1
-		ls, reason, msg := w.checkLabels(s.Labels, b.labelsASCII(i))
-		s.Labels = ls
+		var h uint64
+		var reason Reason
+		var msg func() string
+		if e, ok := b.known(i); ok {
+			// Accepted before: its labels are valid, normalized and hashed already.
+			s.RawLabels, h = e.encoded, e.hash
+		} else {
+			var ls []sample.Label
+			ls, reason, msg = w.checkLabels(s.Labels, b.labelsASCII(i))
+			s.Labels = ls
+			if msg == nil {
+				h, pe.hashBuf = seriesHash(pe.hashBuf, ls)
+				if key := b.key(i); key != nil {
+					w.known.add(key, ls, h)
+				}
+			}
+		}
 		if msg == nil {
 			reason, msg = checkTimes(s, minT, maxT)
 		}
@@ -263,9 +280,8 @@ func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, sk
 			b.partition[i] = partitionSkipped
 			continue // nothing to store (e.g. a metadata-only series)
 		}
-		var h uint64
-		h, pe.hashBuf = seriesHash(pe.hashBuf, ls)
 		if w.active != nil && !w.active.admit(h, now.Unix()) {
+			ls := seriesLabels(s)
 			res.Rejected.add(ReasonActiveSeriesLimit, func() string {
 				return fmt.Sprintf("series %s is new and the active-series limit of %d is reached", seriesString(ls), w.limits.MaxActiveSeries)
 			})
@@ -303,10 +319,20 @@ func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, sk
 	return res, nil
 }
 
+// seriesLabels returns s's labels, decoding them when only RawLabels are set (a
+// series the Writer knew); used for error messages.
+func seriesLabels(s *sample.Series) []sample.Label {
+	if len(s.Labels) == 0 && len(s.RawLabels) != 0 {
+		ls, _ := sample.DecodeLabels(nil, s.RawLabels)
+		return ls
+	}
+	return s.Labels
+}
+
 // checkTimes rejects a series with a sample, histogram or exemplar outside [minT, maxT].
 func checkTimes(s *sample.Series, minT, maxT int64) (Reason, func() string) {
 	bad := func(t int64) (Reason, func() string) {
-		ls := s.Labels
+		ls := seriesLabels(s)
 		if t < minT {
 			return ReasonTooFarInPast, func() string {
 				return fmt.Sprintf("series %s has a sample at %s, older than limits.max_past allows", seriesString(ls), time.UnixMilli(t).UTC().Format(time.RFC3339))

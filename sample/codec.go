@@ -60,7 +60,8 @@ type Series struct {
 	// Labels are the series' labels; a Decoder with SkipLabels set leaves them empty.
 	Labels []Label
 	// RawLabels is the wire encoding of Labels (their count and the name/value pairs),
-	// set by the Decoder, aliasing the batch; the Encoder ignores it. Equal RawLabels
+	// set by the Decoder, aliasing the batch; the Encoder writes it only when Labels is
+	// empty (see AppendSeries). Equal RawLabels
 	// decode to equal Labels (the converse need not hold: a varint may be written in
 	// more bytes than needed), so they can key a cache verified with bytes.Equal.
 	// DecodeLabels decodes them.
@@ -86,13 +87,19 @@ func (e *Encoder) Reset() {
 // Len is the number of series in the batch.
 func (e *Encoder) Len() int { return e.nseries }
 
-// AppendSeries adds one series to the batch.
+// AppendSeries adds one series to the batch. It writes s.Labels, or, when s.Labels is
+// empty and s.RawLabels is not, s.RawLabels verbatim: RawLabels must then be a label
+// encoding as the Decoder and AppendLabels make them.
 func (e *Encoder) AppendSeries(s *Series) {
 	if len(e.buf) == 0 {
 		e.Reset()
 	}
 	b := e.buf
-	b = appendLabels(b, s.Labels)
+	if len(s.Labels) == 0 && len(s.RawLabels) != 0 {
+		b = append(b, s.RawLabels...)
+	} else {
+		b = appendLabels(b, s.Labels)
+	}
 	b = binary.AppendUvarint(b, uint64(len(s.Samples)))
 	var prev int64
 	for i, smp := range s.Samples {
@@ -143,6 +150,10 @@ func appendBytes(b, s []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
 }
+
+// AppendLabels appends ls to dst in the batch encoding of a series' labels, the form of
+// Series.RawLabels.
+func AppendLabels(dst []byte, ls []Label) []byte { return appendLabels(dst, ls) }
 
 func appendLabels(b []byte, ls []Label) []byte {
 	b = binary.AppendUvarint(b, uint64(len(ls)))

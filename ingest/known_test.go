@@ -1,0 +1,218 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/vigilhq/vigil/logcore"
+	"github.com/vigilhq/vigil/sample"
+)
+
+// captureTopic is a samples topic that keeps what is appended, per partition.
+type captureTopic struct {
+	logcore.Topic
+	n    int
+	mu   sync.Mutex
+	recs [][][]byte
+}
+
+func newCaptureTopic(n int) *captureTopic { return &captureTopic{n: n, recs: make([][][]byte, n)} }
+
+func (c *captureTopic) Partitions() int { return c.n }
+
+func (c *captureTopic) Append(_ context.Context, p int, recs []logcore.Record) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range recs {
+		c.recs[p] = append(c.recs[p], bytes.Clone(r.Value))
+	}
+	return int64(len(c.recs[p]) - len(recs)), nil
+}
+
+// take returns what was appended since the last take, one string per partition.
+func (c *captureTopic) take() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, c.n)
+	for p, rs := range c.recs {
+		out[p] = string(bytes.Join(rs, []byte{'|'}))
+		c.recs[p] = nil
+	}
+	return out
+}
+
+// writeV1Twice decodes and writes body through one Writer twice, as two requests
+// would arrive, and returns what each wrote to the log and answered, and how many
+// series the second decode found known.
+func writeV1Twice(t *testing.T, body []byte) (first, second string, hits int) {
+	t.Helper()
+	tp := newCaptureTopic(4)
+	now := time.UnixMilli(1_700_000_000_000)
+	w, err := NewWriter(Options{Topic: tp, Limits: testLimits(), Metrics: metrics.NewSet(), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func() string {
+		var b Batch
+		b.useCache(w.known)
+		if _, err := DecodeWriteV1(&b, body); err != nil {
+			return "decode: " + err.Error()
+		}
+		for i := range b.Series {
+			if _, ok := b.known(i); ok {
+				hits++
+			}
+		}
+		res, err := w.Write(context.Background(), &b, ProtocolRemoteWrite)
+		return fmt.Sprintf("%v %d/%d/%d %s\n%q", err, res.Samples, res.Histograms, res.Exemplars, res.Rejected.String(), tp.take())
+	}
+	first = run()
+	hits = 0
+	second = run()
+	return first, second, hits
+}
+
+func marshalV1(t testing.TB, req interface{ Marshal() ([]byte, error) }) []byte {
+	t.Helper()
+	buf, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf
+}
+
+// TestKnownSeriesSameLog: a request written a second time, its series now known to the
+// Writer, puts the same bytes in the log and gets the same answer as the first time,
+// for valid series and for each kind of label the Writer normalizes or refuses.
+func TestKnownSeriesSameLog(t *testing.T) {
+	ts := int64(1_700_000_000_000)
+	smp := []prompb.Sample{{Value: 1.5, Timestamp: ts}}
+	lbl := func(kv ...string) []prompb.Label {
+		var ls []prompb.Label
+		for i := 0; i+1 < len(kv); i += 2 {
+			ls = append(ls, prompb.Label{Name: kv[i], Value: kv[i+1]})
+		}
+		return ls
+	}
+	cases := []struct {
+		name     string
+		series   []prompb.TimeSeries
+		wantHits int
+	}{
+		{"sorted", []prompb.TimeSeries{{Labels: lbl("__name__", "up", "job", "a"), Samples: smp}}, 1},
+		{"unsorted", []prompb.TimeSeries{{Labels: lbl("job", "a", "__name__", "up"), Samples: smp}}, 1},
+		{"empty value dropped", []prompb.TimeSeries{{Labels: lbl("__name__", "up", "empty", "", "job", "a"), Samples: smp}}, 1},
+		{"duplicate label refused", []prompb.TimeSeries{{Labels: lbl("__name__", "up", "job", "a", "job", "b"), Samples: smp}}, 0},
+		{"no name refused", []prompb.TimeSeries{{Labels: lbl("job", "a"), Samples: smp}}, 0},
+		{"invalid UTF-8 refused", []prompb.TimeSeries{{Labels: lbl("__name__", "up", "job", "\xff"), Samples: smp}}, 0},
+		{"too old still refused", []prompb.TimeSeries{{Labels: lbl("__name__", "up"), Samples: []prompb.Sample{{Timestamp: 1}}}}, 1},
+		{"two samples", []prompb.TimeSeries{
+			{Labels: lbl("__name__", "a"), Samples: smp},
+			{Labels: lbl("__name__", "b", "x", "y"), Samples: []prompb.Sample{{Value: 1, Timestamp: ts}, {Value: 2, Timestamp: ts + 1}}},
+		}, 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			first, second, hits := writeV1Twice(t, marshalV1(t, &prompb.WriteRequest{Timeseries: c.series}))
+			if first != second {
+				t.Fatalf("first write:\n%s\nsecond write:\n%s", first, second)
+			}
+			if hits != c.wantHits {
+				t.Fatalf("%d series known on the second write, want %d\n%s", hits, c.wantHits, first)
+			}
+		})
+	}
+}
+
+// TestKnownSeriesSplitLabels: a series whose leading label fields are those of a known
+// series but which has another label field after its samples is not taken for it.
+func TestKnownSeriesSplitLabels(t *testing.T) {
+	ts := int64(1_700_000_000_000)
+	known := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "up"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: ts}}}
+	body := marshalV1(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{known}})
+	// The same series, then a label field after the sample: {__name__="up", job="a"}.
+	extra := marshalV1(t, &prompb.TimeSeries{Labels: []prompb.Label{{Name: "job", Value: "a"}}})
+	series := marshalV1(t, &known)
+	series = append(series, extra...)
+	split := append([]byte{0x0a, byte(len(series))}, series...)
+
+	tp := newCaptureTopic(1)
+	w, err := NewWriter(Options{Topic: tp, Limits: testLimits(), Metrics: metrics.NewSet(), Now: func() time.Time { return time.UnixMilli(ts) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, buf := range [][]byte{body, split} {
+		var b Batch
+		b.useCache(w.known)
+		if _, err := DecodeWriteV1(&b, buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := b.known(0); ok {
+			t.Fatalf("request %d: series taken from the cache", i)
+		}
+		if i == 1 && labelsString(b.Series[0].Labels) != `{__name__="up", job="a"}` {
+			t.Fatalf("split series decoded as %s", labelsString(b.Series[0].Labels))
+		}
+		if b.key(0) == nil != (i == 1) {
+			t.Fatalf("request %d: key %q", i, b.key(0))
+		}
+		if _, err := w.Write(context.Background(), &b, ProtocolRemoteWrite); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestKnownSeriesBounded: past its byte budget the cache starts over instead of
+// growing, and finds series by index and by the order they came in.
+func TestKnownSeriesBounded(t *testing.T) {
+	k := newKnownSeries()
+	ls := []sample.Label{{Name: []byte("__name__"), Value: []byte("m")}}
+	key := func(i int) []byte { return fmt.Appendf(nil, "series-%d-%01200d", i, 0) }
+	const n = 200_000 // about 240 MB of keys
+	for i := 0; i < n; i++ {
+		k.add(key(i), ls, uint64(i))
+	}
+	g := k.gen.Load()
+	if g.nslab > knownMaxSlabs || len(g.index) == 0 || len(g.index) >= n {
+		t.Fatalf("%d slabs, %d series indexed of %d", g.nslab, len(g.index), n)
+	}
+	c := k.cursor()
+	if _, ok := c.lookup(key(0)); ok {
+		t.Fatal("the first series is still there after the cache started over")
+	}
+	for i := n - 1000; i < n; i++ {
+		hit, ok := c.lookup(key(i))
+		if !ok || hit.hash != uint64(i) {
+			t.Fatalf("series %d: %v %+v", i, ok, hit)
+		}
+		if ls2, err := sample.DecodeLabels(nil, hit.encoded); err != nil || len(ls2) != 1 || string(ls2[0].Value) != "m" {
+			t.Fatalf("series %d labels %v %v", i, ls2, err)
+		}
+	}
+	if _, ok := c.lookup([]byte("unknown")); ok {
+		t.Fatal("unknown series found")
+	}
+}
+
+// FuzzKnownSeriesV1: for any request, the second write (series known) puts the same
+// bytes in the log and answers the same as the first.
+func FuzzKnownSeriesV1(f *testing.F) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for i := 0; i < 8; i++ {
+		f.Add(marshalV1(f, randWriteRequest(r)))
+	}
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		first, second, _ := writeV1Twice(t, buf)
+		if first != second {
+			t.Fatalf("first write:\n%s\nsecond write:\n%s", first, second)
+		}
+	})
+}
