@@ -46,6 +46,7 @@ func BenchmarkRemoteWritePeers(b *testing.B) {
 // benchPeers starts each peer server b.N times on a fresh directory, runs load against
 // it (which returns the samples it counts as done) and reports samples per second of
 // load's run time, samples per server CPU-second over that time, and the peak RSS.
+// VIGIL_PEER_ARGS adds flags to vigil serve's command line (e.g. "--partitions 2").
 // VIGIL_PEER_CPUPROFILE and VIGIL_PEER_TRACE name files for a CPU profile and an
 // execution trace of vigil serve under the load (see saveProfile).
 func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string, out *bytes.Buffer) int) {
@@ -58,7 +59,11 @@ func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string,
 			for i := 0; i < b.N; i++ {
 				dir := b.TempDir()
 				addr := freeTCPAddr(b)
-				cmd := exec.Command(bin, p.args(b, dir, addr)...)
+				args := p.args(b, dir, addr)
+				if strings.HasPrefix(p.name, "vigil") {
+					args = append(args, strings.Fields(os.Getenv("VIGIL_PEER_ARGS"))...)
+				}
+				cmd := exec.Command(bin, args...)
 				cmd.Dir = dir
 				var out bytes.Buffer
 				cmd.Stdout, cmd.Stderr = &out, &out
