@@ -217,6 +217,13 @@ func decodeLabel(buf []byte) (name, value []byte, err error) {
 // decodeSample decodes a prompb.Sample (1.0) or writev2.Sample (2.0): value is field 1,
 // timestamp field 2 in both (2.0's start_timestamp, field 3, is skipped).
 func decodeSample(buf []byte) (t int64, v float64, err error) {
+	// Fast path: what senders write, value (fixed64, tag 0x09) then timestamp (varint,
+	// tag 0x10) and nothing else.
+	if len(buf) >= 11 && buf[0] == 0x09 && buf[9] == 0x10 {
+		if x, n := binary.Uvarint(buf[10:]); n > 0 && 10+n == len(buf) {
+			return int64(x), f64(binary.LittleEndian.Uint64(buf[1:])), nil
+		}
+	}
 	r := pbReader{b: buf}
 	for !r.done() {
 		field, wt, x, _, err := r.next()

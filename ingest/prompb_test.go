@@ -487,3 +487,38 @@ func TestASCIIMarks(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeSampleForms: the fast path and the general one read every encoding prompb
+// writes (zero fields omitted, negative timestamps in ten bytes) and field orders it
+// does not.
+func TestDecodeSampleForms(t *testing.T) {
+	for _, s := range []prompb.Sample{
+		{Value: 1.5, Timestamp: 1_700_000_000_000},
+		{Value: 0, Timestamp: 1},
+		{Value: 2, Timestamp: 0},
+		{Value: -3, Timestamp: -1},
+		{Value: math.Inf(1), Timestamp: math.MaxInt64},
+		{Value: math.Float64frombits(0x7ff0000000000002), Timestamp: 5}, // a stale marker
+	} {
+		buf, err := s.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, v, err := decodeSample(buf)
+		if err != nil || ts != s.Timestamp || math.Float64bits(v) != math.Float64bits(s.Value) {
+			t.Fatalf("%v: got %d %v %v", s, ts, v, err)
+		}
+	}
+	// Timestamp first, then value; and a trailing unknown field.
+	buf := []byte{0x10, 0x07, 0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f}
+	if ts, v, err := decodeSample(buf); err != nil || ts != 7 || v != 1 {
+		t.Fatalf("reordered: %d %v %v", ts, v, err)
+	}
+	buf = []byte{0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10, 0x07, 0x18, 0x01}
+	if ts, v, err := decodeSample(buf); err != nil || ts != 7 || v != 1 {
+		t.Fatalf("trailing field: %d %v %v", ts, v, err)
+	}
+	if _, _, err := decodeSample([]byte{0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10}); err == nil {
+		t.Fatal("truncated timestamp accepted")
+	}
+}
