@@ -94,13 +94,7 @@ func instantValue(client *http.Client, addr, query string) (float64, error) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("query %s: %d %s", query, resp.StatusCode, body)
 	}
-	var r struct {
-		Data struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
+	var r vectorAnswer
 	if err := json.Unmarshal(body, &r); err != nil {
 		return 0, fmt.Errorf("query %s: %w: %s", query, err, body)
 	}
@@ -109,4 +103,14 @@ func instantValue(client *http.Client, addr, query string) (float64, error) {
 	}
 	s, _ := r.Data.Result[0].Value[1].(string)
 	return strconv.ParseFloat(s, 64)
+}
+
+// vectorAnswer is the part of an instant query's answer the tests read: each series'
+// [time, "value"] pair.
+type vectorAnswer struct {
+	Data struct {
+		Result []struct {
+			Value [2]any `json:"value"`
+		} `json:"result"`
+	} `json:"data"`
 }

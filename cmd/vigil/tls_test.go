@@ -132,13 +132,7 @@ func TestServeTLS(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		code, body := p.get(t, "/api/v1/query?"+url.Values{"query": {"tls_written"}}.Encode())
-		var r struct {
-			Data struct {
-				Result []struct {
-					Value [2]any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
+		var r vectorAnswer
 		if code == 200 && json.Unmarshal([]byte(body), &r) == nil && len(r.Data.Result) == 1 && r.Data.Result[0].Value[1] == "42" {
 			break
 		}
