@@ -54,7 +54,7 @@ func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string,
 		b.Run(p.name, func(b *testing.B) {
 			bin := p.binary(b)
 			var total, cpu time.Duration
-			var peak int64
+			var peak, retried int64
 			samples := 0
 			for i := 0; i < b.N; i++ {
 				dir := b.TempDir()
@@ -79,7 +79,9 @@ func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string,
 						go saveProfile(addr, "trace?seconds=3", os.Getenv("VIGIL_PEER_TRACE"))
 					}
 					t0 := time.Now()
+					retried0 := retriedRequests.Load()
 					samples += load(b, p, addr, &out)
+					retried += retriedRequests.Load() - retried0
 					total += time.Since(t0)
 					cpu += procCPU(cmd.Process.Pid) - cpu0
 					if rss := procPeakRSS(cmd.Process.Pid); rss > peak {
@@ -90,6 +92,7 @@ func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string,
 			b.ReportMetric(float64(samples)/total.Seconds(), "samples/s")
 			b.ReportMetric(float64(samples)/cpu.Seconds(), "samples/cpu-s")
 			b.ReportMetric(float64(peak)/(1<<20), "peak-rss-MiB")
+			b.ReportMetric(float64(retried), "retried-429-503")
 		})
 	}
 }

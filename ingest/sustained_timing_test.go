@@ -203,6 +203,10 @@ func vigilMetric(addr, name string) float64 {
 
 // postWithRetry posts one remote-write 1.0 body, retrying 429 and 503 after a short
 // pause (up to 100 times), as a remote-write client does.
+// retriedRequests counts the answers 429 and 503 that postWithRetry retried: a
+// server's backpressure, reported beside the peers' figures.
+var retriedRequests atomic.Int64
+
 func postWithRetry(client *http.Client, url string, body []byte) error {
 	for attempt := 0; ; attempt++ {
 		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
@@ -220,6 +224,7 @@ func postWithRetry(client *http.Client, url string, body []byte) error {
 			return nil
 		}
 		if (resp.StatusCode == 429 || resp.StatusCode == 503) && attempt < 100 {
+			retriedRequests.Add(1)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
