@@ -22,6 +22,9 @@ type Batch struct {
 	// Source optionally tags each series with the index of the message it came from
 	// (NATS/JetStream); decoders that use it append one entry per series.
 	Source []int32
+	// RecordKey, when set, is the key of every record the Write of this batch appends
+	// (the JetStream consumer names in it the messages the records hold).
+	RecordKey []byte
 
 	labels    []sample.Label
 	samples   []sample.Sample
@@ -60,6 +63,7 @@ func (b *Batch) Reset() {
 	clear(b.hists)
 	b.Series = b.Series[:0]
 	b.Source = b.Source[:0]
+	b.RecordKey = nil
 	b.ascii = b.ascii[:0]
 	b.curASCII = false
 	clear(b.keys)

@@ -1,10 +1,12 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -19,12 +21,17 @@ import (
 // not known to have reached the server. A redelivery of such a message is acked
 // without appending again, or only appends the partitions still missing.
 //
-// Record: key "<stream>/<consumer>", value = version byte 1, then per entry
-// seq:uvarint complete:byte [nparts:uvarint part:uvarint*] (parts only when not complete).
+// Record: key "<stream>/<consumer>", value = version byte 2, nends:uvarint, then the
+// samples topic's partition end offsets when the record was written (uvarint each),
+// then per entry seq:uvarint complete:byte [nparts:uvarint part:uvarint*] (parts only
+// when not complete). Version 1 records, written before, have no end offsets.
 //
-// The state is appended after the samples and before the acks. A crash between the
-// two appends can still duplicate that batch's messages on redelivery; every other
-// failure (append error, lost ack, restart) lands each message exactly once.
+// The state is appended after the samples and before the acks. The samples records
+// that the consumer appends carry its messages' sequences in their key (jsRecordKey),
+// so a crash between the two appends loses nothing of the state: on start the consumer
+// reads the samples appended after the end offsets of its last state record and takes
+// from their keys which messages' series are in which partitions. Every failure
+// (append error, lost ack, crash, restart) lands each message exactly once.
 const jsStateTopic = "ingest-jetstream"
 
 type jsEntry struct {
@@ -37,7 +44,10 @@ type jsConsumer struct {
 	cons      jetstream.Consumer
 	key       []byte
 	topic     logcore.Topic
+	samples   logcore.Topic
+	keyPrefix []byte // of the samples records' keys (jsRecordKey)
 	state     map[uint64]*jsEntry
+	ends      []int64 // samples end offsets of the last state record loaded
 	dirty     bool
 	batch     int
 	fetchWait time.Duration
@@ -83,8 +93,9 @@ func newJSConsumer(ctx context.Context, n *NATSIngest) (*jsConsumer, error) {
 		return nil, fmt.Errorf("open topic %s: %w", jsStateTopic, err)
 	}
 	c := &jsConsumer{
-		n: n, cons: cons, topic: topic,
+		n: n, cons: cons, topic: topic, samples: n.opts.Writer.topic,
 		key:       []byte(cfg.Stream + "/" + name),
+		keyPrefix: []byte(jsKeyMagic + cfg.Stream + "/" + name + "\x00"),
 		state:     map[uint64]*jsEntry{},
 		batch:     min(inflight, natsBatchMessages),
 		dropAck:   n.opts.dropAck,
@@ -93,6 +104,11 @@ func newJSConsumer(ctx context.Context, n *NATSIngest) (*jsConsumer, error) {
 	if err := c.load(); err != nil {
 		return nil, err
 	}
+	if err := c.scanSamples(); err != nil {
+		return nil, err
+	}
+	// A state record at once, so that the next start reads the samples from here on.
+	c.dirty = true
 	if info, err := cons.Info(cctx); err == nil {
 		for seq := range c.state {
 			if seq <= info.AckFloor.Stream {
@@ -101,7 +117,89 @@ func newJSConsumer(ctx context.Context, n *NATSIngest) (*jsConsumer, error) {
 			}
 		}
 	}
+	if err := c.persist(ctx); err != nil {
+		return nil, fmt.Errorf("append to %s: %w", jsStateTopic, err)
+	}
 	return c, nil
+}
+
+// jsKeyMagic starts the key of the samples records the JetStream consumer appends.
+const jsKeyMagic = "vigil-jetstream\x00"
+
+// jsRecordKey appends to dst the key of samples records holding the series of msgs:
+// prefix (jsKeyMagic, stream/consumer, NUL), then the count and the stream sequences
+// of msgs as uvarints.
+func jsRecordKey(dst, prefix []byte, msgs []*inMsg) []byte {
+	dst = append(dst, prefix...)
+	dst = binary.AppendUvarint(dst, uint64(len(msgs)))
+	for _, m := range msgs {
+		dst = binary.AppendUvarint(dst, m.seq)
+	}
+	return dst
+}
+
+// parseJSRecordKey returns the sequences of a key made by jsRecordKey with prefix, or
+// false when the key is not one.
+func parseJSRecordKey(key, prefix []byte) ([]uint64, bool) {
+	if !bytes.HasPrefix(key, prefix) {
+		return nil, false
+	}
+	b := key[len(prefix):]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return nil, false
+	}
+	b = b[k:]
+	seqs := make([]uint64, 0, n)
+	for i := uint64(0); i < n; i++ {
+		s, k := binary.Uvarint(b)
+		if k <= 0 {
+			return nil, false
+		}
+		seqs = append(seqs, s)
+		b = b[k:]
+	}
+	return seqs, len(b) == 0
+}
+
+// scanSamples reads the samples appended since the last state record (its end
+// offsets) and notes, from their keys, which partitions hold which of our messages'
+// series: the appends a crash kept from the state. Without a version 2 state record
+// there is nothing to start from, and nothing is read.
+func (c *jsConsumer) scanSamples() error {
+	for p, from := range c.ends {
+		if p >= c.samples.Partitions() {
+			break
+		}
+		st := c.samples.Stats(p)
+		for off := max(from, st.StartOffset); off < st.EndOffset; {
+			recs, err := c.samples.Read(p, off, 1<<20, nil)
+			if err != nil {
+				return fmt.Errorf("read samples partition %d at offset %d: %w", p, off, err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			for _, r := range recs {
+				off = r.Offset + 1
+				seqs, ok := parseJSRecordKey(r.Key, c.keyPrefix)
+				if !ok {
+					continue
+				}
+				for _, seq := range seqs {
+					e := c.state[seq]
+					if e == nil {
+						e = &jsEntry{parts: map[int]bool{}}
+						c.state[seq] = e
+					}
+					if !e.complete {
+						e.parts[p] = true
+					}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // load rebuilds the state from the compacted topic: the latest record for our key wins.
@@ -126,21 +224,25 @@ func (c *jsConsumer) load() error {
 	if len(last) == 0 {
 		return nil
 	}
-	state, err := decodeJSState(last)
+	state, ends, err := decodeJSState(last)
 	if err != nil {
 		return fmt.Errorf("%s record for %s: %w", jsStateTopic, c.key, err)
 	}
-	c.state = state
+	c.state, c.ends = state, ends
 	return nil
 }
 
-func encodeJSState(state map[uint64]*jsEntry) []byte {
+func encodeJSState(state map[uint64]*jsEntry, ends []int64) []byte {
 	seqs := make([]uint64, 0, len(state))
 	for s := range state {
 		seqs = append(seqs, s)
 	}
 	slices.Sort(seqs)
-	b := []byte{1}
+	b := []byte{2}
+	b = binary.AppendUvarint(b, uint64(len(ends)))
+	for _, e := range ends {
+		b = binary.AppendUvarint(b, uint64(e))
+	}
 	for _, s := range seqs {
 		e := state[s]
 		b = binary.AppendUvarint(b, s)
@@ -162,10 +264,11 @@ func encodeJSState(state map[uint64]*jsEntry) []byte {
 	return b
 }
 
-func decodeJSState(b []byte) (map[uint64]*jsEntry, error) {
-	if len(b) == 0 || b[0] != 1 {
-		return nil, errors.New("unknown version")
+func decodeJSState(b []byte) (map[uint64]*jsEntry, []int64, error) {
+	if len(b) == 0 || (b[0] != 1 && b[0] != 2) {
+		return nil, nil, errors.New("unknown version")
 	}
+	version := b[0]
 	b = b[1:]
 	state := map[uint64]*jsEntry{}
 	next := func() (uint64, error) {
@@ -176,37 +279,61 @@ func decodeJSState(b []byte) (map[uint64]*jsEntry, error) {
 		b = b[n:]
 		return v, nil
 	}
+	var ends []int64
+	if version == 2 {
+		n, err := next()
+		if err != nil || n > uint64(len(b)) {
+			return nil, nil, errors.New("truncated")
+		}
+		ends = make([]int64, n)
+		for i := range ends {
+			v, err := next()
+			if err != nil || v > math.MaxInt64 {
+				return nil, nil, errors.New("truncated end offsets")
+			}
+			ends[i] = int64(v)
+		}
+	}
 	for len(b) > 0 {
 		seq, err := next()
 		if err != nil || len(b) == 0 {
-			return nil, errors.New("truncated")
+			return nil, nil, errors.New("truncated")
 		}
 		e := &jsEntry{complete: b[0] == 1}
 		b = b[1:]
 		if !e.complete {
 			np, err := next()
 			if err != nil || np > uint64(len(b)) {
-				return nil, errors.New("truncated")
+				return nil, nil, errors.New("truncated")
 			}
 			e.parts = make(map[int]bool, np)
 			for i := uint64(0); i < np; i++ {
 				p, err := next()
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				e.parts[int(p)] = true
 			}
 		}
 		state[seq] = e
 	}
-	return state, nil
+	return state, ends, nil
 }
 
 func (c *jsConsumer) persist(ctx context.Context) error {
 	if !c.dirty {
 		return nil
 	}
-	_, err := c.topic.Append(ctx, 0, []logcore.Record{{Timestamp: time.Now().UnixMilli(), Key: c.key, Value: encodeJSState(c.state)}})
+	if f := c.n.opts.persistFault; f != nil {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	ends := make([]int64, c.samples.Partitions())
+	for p := range ends {
+		ends[p] = c.samples.Stats(p).EndOffset
+	}
+	_, err := c.topic.Append(ctx, 0, []logcore.Record{{Timestamp: time.Now().UnixMilli(), Key: c.key, Value: encodeJSState(c.state, ends)}})
 	if err == nil {
 		c.dirty = false
 	}
@@ -214,7 +341,7 @@ func (c *jsConsumer) persist(ctx context.Context) error {
 }
 
 func (c *jsConsumer) run(ctx context.Context) {
-	var nb natsBatch
+	nb := natsBatch{keyPrefix: c.keyPrefix}
 	c.backoff = 100 * time.Millisecond
 	for ctx.Err() == nil {
 		select {

@@ -61,6 +61,9 @@ type NATSOptions struct {
 	// dropAck, when set (tests), makes the JetStream consumer skip acking a message,
 	// as if the ack were lost.
 	dropAck func(seq uint64) bool
+	// persistFault, when set (tests), is called before each JetStream state record is
+	// appended; an error stands for a failed append (or a crash before it).
+	persistFault func() error
 }
 
 // NATSIngest is running NATS ingest. Stop it with Stop.
@@ -192,6 +195,10 @@ type inMsg struct {
 type natsBatch struct {
 	b      Batch
 	influx InfluxDecoder
+	// keyPrefix, when set (JetStream), makes process key the records it appends with
+	// jsRecordKey: the prefix and the stream sequences of the messages written.
+	keyPrefix []byte
+	key       []byte
 }
 
 // format picks a message's payload format: its Content-Type header, else the first
@@ -269,6 +276,10 @@ func (n *NATSIngest) process(ctx context.Context, nb *natsBatch, msgs []*inMsg) 
 		}
 	}
 	b.SetDecodedBytes(int(size))
+	if nb.keyPrefix != nil {
+		nb.key = jsRecordKey(nb.key[:0], nb.keyPrefix, msgs)
+		b.RecordKey = nb.key
+	}
 	// The decoded batch is about three times the payload in memory.
 	if err := n.opts.Writer.Acquire(3 * size); err != nil {
 		return err

@@ -299,7 +299,7 @@ func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, sk
 		res.Histograms += len(s.Histograms)
 		res.Exemplars += len(s.Exemplars)
 	}
-	if failed, err := w.appendAll(ctx, pe); err != nil {
+	if failed, err := w.appendAll(ctx, pe, b.RecordKey); err != nil {
 		bad := make(map[int32]bool, len(failed))
 		for _, p := range failed {
 			bad[int32(p)] = true
@@ -367,9 +367,9 @@ func (w *Writer) maybeSweep(now int64) {
 	go w.active.sweep(now)
 }
 
-// appendAll does one Append per non-empty partition, all at once; it returns the
-// partitions that failed and the first error.
-func (w *Writer) appendAll(ctx context.Context, pe *partitionEncoders) ([]int, error) {
+// appendAll does one Append per non-empty partition, all at once, its records keyed
+// key; it returns the partitions that failed and the first error.
+func (w *Writer) appendAll(ctx context.Context, pe *partitionEncoders, key []byte) ([]int, error) {
 	n := len(pe.parts)
 	if cap(pe.recs) < n {
 		pe.recs, pe.bases, pe.errs = make([][]logcore.Record, n), make([]int64, n), make([]error, n)
@@ -380,7 +380,7 @@ func (w *Writer) appendAll(ctx context.Context, pe *partitionEncoders) ([]int, e
 		part := &pe.parts[p]
 		part.recs = part.recs[:0]
 		for _, e := range part.encs[:part.used] {
-			part.recs = append(part.recs, logcore.Record{Timestamp: part.ts, Value: e.Bytes()})
+			part.recs = append(part.recs, logcore.Record{Timestamp: part.ts, Key: key, Value: e.Bytes()})
 		}
 		recs[p], errs[p] = part.recs, nil
 		some = some || len(part.recs) > 0
