@@ -48,6 +48,7 @@ type jsConsumer struct {
 	keyPrefix []byte // of the samples records' keys (jsRecordKey)
 	state     map[uint64]*jsEntry
 	ends      []int64 // samples end offsets of the last state record loaded
+	persisted time.Time
 	dirty     bool
 	batch     int
 	fetchWait time.Duration
@@ -335,9 +336,27 @@ func (c *jsConsumer) persist(ctx context.Context) error {
 	}
 	_, err := c.topic.Append(ctx, 0, []logcore.Record{{Timestamp: time.Now().UnixMilli(), Key: c.key, Value: encodeJSState(c.state, ends)}})
 	if err == nil {
-		c.dirty = false
+		c.dirty, c.persisted = false, time.Now()
 	}
 	return err
+}
+
+// jsStateRefresh is how often an idle consumer writes its state record again, so that
+// the end offsets in it follow the samples topic and a start never reads more than that
+// much of other writers' samples (scanSamples).
+var jsStateRefresh = 10 * time.Second // a variable for tests
+
+// refresh writes the state record again when the last one is older than
+// jsStateRefresh. The state in memory reflects every append the consumer made, so
+// the current end offsets may go with it.
+func (c *jsConsumer) refresh(ctx context.Context) {
+	if time.Since(c.persisted) < jsStateRefresh {
+		return
+	}
+	c.dirty = true
+	if err := c.persist(ctx); err != nil {
+		c.n.logger.Warn("persist jetstream dedupe state", "err", err)
+	}
 }
 
 func (c *jsConsumer) run(ctx context.Context) {
@@ -376,9 +395,11 @@ func (c *jsConsumer) run(ctx context.Context) {
 			msgs = append(msgs, im)
 		}
 		if len(msgs) == 0 {
+			c.refresh(ctx)
 			continue
 		}
 		c.handle(ctx, &nb, msgs)
+		c.refresh(ctx)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/logcore"
+	"github.com/vigilhq/vigil/sample"
 )
 
 func startNATSServer(t *testing.T) *nats.Conn {
@@ -315,6 +316,40 @@ func TestJetStreamCrashBeforeState(t *testing.T) {
 	defer ni.Stop(context.Background())
 	waitFor(t, "acked after redelivery", fx.acked)
 	checkOnce(t, fx.tp, 64)
+}
+
+// TestJetStreamIdleRefresh: an idle consumer writes its state record again, so that
+// its end offsets follow samples that other writers append and a start reads only
+// what came after them.
+func TestJetStreamIdleRefresh(t *testing.T) {
+	old := jsStateRefresh
+	jsStateRefresh = 20 * time.Millisecond
+	defer func() { jsStateRefresh = old }()
+	fx := newJSFixture(t)
+	ni := fx.start(nil)
+	defer ni.Stop(context.Background())
+	var b Batch
+	addSeries(&b, []string{"__name__", "other_writer"}, sample.Sample{T: time.Now().UnixMilli(), V: 1})
+	if _, err := fx.w.Write(context.Background(), &b, ProtocolRemoteWrite); err != nil {
+		t.Fatal(err)
+	}
+	ends := make([]int64, fx.tp.Partitions())
+	for p := range ends {
+		ends[p] = fx.tp.Stats(p).EndOffset
+	}
+	waitFor(t, "a state record with the new end offsets", func() bool {
+		st, err := fx.l.Topic(jsStateTopic, logcore.TopicConfig{Partitions: 1, Compacted: true})
+		if err != nil {
+			return false
+		}
+		end := st.Stats(0).EndOffset
+		recs, err := st.Read(0, max(0, end-1), 1<<20, nil)
+		if err != nil || len(recs) == 0 {
+			return false
+		}
+		_, got, err := decodeJSState(recs[len(recs)-1].Value)
+		return err == nil && reflect.DeepEqual(got, ends)
+	})
 }
 
 // TestJSStateCodec: state records round-trip, version 1 records (without end offsets)
