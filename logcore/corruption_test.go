@@ -547,13 +547,20 @@ func TestActiveIndexRepairWhileAppending(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(r), 3))
-			for {
-				select {
-				case <-done:
-					return
-				default:
+			// At least one read each, however soon the appends are done: the first read
+			// of the damaged index is what must rebuild it.
+			for i := 0; ; i++ {
+				if i > 0 {
+					select {
+					case <-done:
+						return
+					default:
+					}
 				}
 				off := active + rng.Int64N(n-active)
+				if i == 0 {
+					off = active + (n-active)*int64(r+1)/3 // inside the damaged entries' range
+				}
 				recs, err := tp.Read(0, off, 512, nil)
 				if err != nil || len(recs) == 0 || !sameRecord(recs[0], fx.recs[off]) {
 					t.Errorf("read at %d: %d records, %v", off, len(recs), err)
