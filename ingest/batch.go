@@ -44,10 +44,13 @@ type Batch struct {
 	// was found (its Labels are then left empty). curKey and curHit are the open series'.
 	cache  *knownSeries
 	cursor knownCursor
-	keys   [][]byte
-	hits   []knownHit
-	curKey []byte
-	curHit knownHit
+	// deriveKeys makes the Writer key series by their labels as decoded (2.0, whose
+	// label fields are symbol references that change from request to request).
+	deriveKeys bool
+	keys       [][]byte
+	hits       []knownHit
+	curKey     []byte
+	curHit     knownHit
 
 	// Start indexes of the open series in the flat buffers.
 	open                           bool
@@ -70,7 +73,7 @@ func (b *Batch) Reset() {
 	clear(b.hits)
 	b.keys, b.hits = b.keys[:0], b.hits[:0]
 	b.curKey, b.curHit = nil, knownHit{}
-	b.cache, b.cursor = nil, knownCursor{}
+	b.cache, b.cursor, b.deriveKeys = nil, knownCursor{}, false
 	b.labels = b.labels[:0]
 	b.samples = b.samples[:0]
 	b.hists = b.hists[:0]

@@ -13,6 +13,7 @@ import (
 
 	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/vigilhq/vigil/config"
 	"github.com/vigilhq/vigil/logcore"
@@ -20,7 +21,10 @@ import (
 
 // benchBodies pre-encodes n remote-write 1.0 requests of 2,000 series (8 labels, one
 // sample each) drawn from a pool of 100k series, as the load describes.
-func benchBodies(n int) [][]byte {
+func benchBodies(n int) [][]byte { return benchBodiesVersion(n, false) }
+
+// benchBodiesVersion is benchBodies as remote-write 1.0 or (v2) 2.0 requests.
+func benchBodiesVersion(n int, v2 bool) [][]byte {
 	now := time.Now().UnixMilli()
 	out := make([][]byte, n)
 	for r := range out {
@@ -37,8 +41,38 @@ func benchBodies(n int) [][]byte {
 				Samples: []prompb.Sample{{Timestamp: now + int64(r), Value: float64(i)}},
 			})
 		}
-		raw, _ := req.Marshal()
+		var raw []byte
+		if v2 {
+			raw, _ = requestV2(req).Marshal()
+		} else {
+			raw, _ = req.Marshal()
+		}
 		out[r] = snappy.Encode(nil, raw)
+	}
+	return out
+}
+
+// requestV2 is req as a remote-write 2.0 request (float samples only).
+func requestV2(req *prompb.WriteRequest) *writev2.Request {
+	out := &writev2.Request{Symbols: []string{""}}
+	refs := map[string]uint32{"": 0}
+	sym := func(s string) uint32 {
+		if r, ok := refs[s]; ok {
+			return r
+		}
+		refs[s] = uint32(len(out.Symbols))
+		out.Symbols = append(out.Symbols, s)
+		return refs[s]
+	}
+	for _, ts := range req.Timeseries {
+		var s writev2.TimeSeries
+		for _, l := range ts.Labels {
+			s.LabelsRefs = append(s.LabelsRefs, sym(l.Name), sym(l.Value))
+		}
+		for _, x := range ts.Samples {
+			s.Samples = append(s.Samples, writev2.Sample{Value: x.Value, Timestamp: x.Timestamp})
+		}
+		out.Timeseries = append(out.Timeseries, s)
 	}
 	return out
 }
@@ -199,18 +233,21 @@ func BenchmarkDecodeRatio(b *testing.B) {
 
 // BenchmarkIngestLog is remote-write 1.0 through the handler into the real log with
 // fsync=always (group commit), 4 requests in flight, and the same with fsync=never as
-// the ceiling the disk takes away. It reports samples/s and the bytes written to the
+// the ceiling the disk takes away (also with 2.0 requests). It reports samples/s and the bytes written to the
 // log per sample.
 func BenchmarkIngestLog(b *testing.B) {
 	for _, comp := range []struct {
 		name  string
 		c     logcore.Compression
 		fsync logcore.FsyncPolicy
+		v2    bool
 	}{
-		{"none", logcore.CompressionNone, logcore.FsyncAlways},
-		{"s2", logcore.CompressionS2, logcore.FsyncAlways},
+		{"none", logcore.CompressionNone, logcore.FsyncAlways, false},
+		{"s2", logcore.CompressionS2, logcore.FsyncAlways, false},
 		// The ceiling without the disk: the same path, never synced.
-		{"s2-fsync-never", logcore.CompressionS2, logcore.FsyncNever},
+		{"s2-fsync-never", logcore.CompressionS2, logcore.FsyncNever, false},
+		// The same with remote-write 2.0 requests.
+		{"s2-fsync-never-v2", logcore.CompressionS2, logcore.FsyncNever, true},
 	} {
 		b.Run(comp.name, func(b *testing.B) {
 			l, err := logcore.Open(b.TempDir(), logcore.Options{Fsync: comp.fsync, Defaults: logcore.TopicConfig{Partitions: 8, Compression: comp.c}})
@@ -226,7 +263,11 @@ func BenchmarkIngestLog(b *testing.B) {
 			lim.MaxInflightBytes = 0
 			w, _ := NewWriter(Options{Topic: tp, Limits: lim})
 			h := NewRemoteWriteHandler(w, nil)
-			bodies := benchBodies(16)
+			bodies := benchBodiesVersion(16, comp.v2)
+			contentType := "application/x-protobuf"
+			if comp.v2 {
+				contentType += ";proto=io.prometheus.write.v2.Request"
+			}
 			var next atomic.Int64
 			b.ReportAllocs()
 			b.SetParallelism(2) // 2 x GOMAXPROCS(2) = 4 requests in flight
@@ -235,7 +276,7 @@ func BenchmarkIngestLog(b *testing.B) {
 				for pb.Next() {
 					body := bodies[next.Add(1)%int64(len(bodies))]
 					req := httptest.NewRequest("POST", "/api/v1/write", bytes.NewReader(body))
-					req.Header.Set("Content-Type", "application/x-protobuf")
+					req.Header.Set("Content-Type", contentType)
 					req.Header.Set("Content-Encoding", "snappy")
 					rec := httptest.NewRecorder()
 					h.ServeHTTP(rec, req)

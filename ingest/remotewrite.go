@@ -184,6 +184,8 @@ func (h *RemoteWriteHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) 
 	b.Reset()
 	var derr error
 	if ver == RemoteWriteV2 {
+		b.useCache(h.w.known)
+		b.deriveKeys = true
 		_, derr = st.v2.Decode(b, decoded)
 	} else {
 		b.useCache(h.w.known)

@@ -254,16 +254,24 @@ func (w *Writer) WriteSkipping(ctx context.Context, b *Batch, proto Protocol, sk
 		var h uint64
 		var reason Reason
 		var msg func() string
-		if e, ok := b.known(i); ok {
+		e, ok := b.known(i)
+		key := b.key(i)
+		if !ok && b.deriveKeys && len(s.Labels) > 0 {
+			// The key is the labels as sent, encoded after a byte no 1.0 key starts with.
+			pe.keyBuf = sample.AppendLabels(append(pe.keyBuf[:0], 0), s.Labels)
+			key = pe.keyBuf
+			e, ok = b.cursor.lookup(key)
+		}
+		if ok {
 			// Accepted before: its labels are valid, normalized and hashed already.
-			s.RawLabels, h = e.encoded, e.hash
+			s.Labels, s.RawLabels, h = nil, e.encoded, e.hash
 		} else {
 			var ls []sample.Label
 			ls, reason, msg = w.checkLabels(s.Labels, b.labelsASCII(i))
 			s.Labels = ls
 			if msg == nil {
 				h, pe.hashBuf = seriesHash(pe.hashBuf, ls)
-				if key := b.key(i); key != nil {
+				if key != nil {
 					w.known.add(key, ls, h)
 				}
 			}
@@ -412,6 +420,7 @@ type partitionEncoders struct {
 	bases   []int64
 	errs    []error
 	hashBuf []byte
+	keyBuf  []byte
 }
 
 type partEnc struct {
