@@ -25,29 +25,30 @@ import (
 // the entry after the one just found is tried first (knownCursor): a right guess costs
 // one comparison of the key over memory read in order, with no hashing and no index
 // lookup, which at 100k series would miss the CPU caches. Safe for concurrent use;
-// bounded by knownSeriesBytes, past which it starts over empty.
+// bounded by its slabs (Options.KnownSeriesBytes), past which it starts over empty
+// (requests in flight then still hold the old slabs until they finish).
 type knownSeries struct {
-	mu      sync.Mutex // serializes add
-	scratch []byte     // under mu
-	gen     atomic.Pointer[knownGen]
+	mu       sync.Mutex // serializes add
+	scratch  []byte     // under mu
+	maxSlabs int
+	gen      atomic.Pointer[knownGen]
 }
 
 const (
-	// knownSeriesBytes bounds the slabs (about 300 bytes a series of 8 labels: some
-	// 450k series).
-	knownSeriesBytes = 128 << 20
-	knownSlabBytes   = 1 << 20
-	knownMaxSlabs    = knownSeriesBytes / knownSlabBytes
-	knownHeader      = 16 // keyLen u32, encLen u32, hash u64
+	// DefaultKnownSeriesBytes bounds the slabs unless Options say otherwise (about 300
+	// bytes a series of 8 labels: some 450k series).
+	DefaultKnownSeriesBytes = 128 << 20
+	knownSlabBytes          = 1 << 20
+	knownHeader             = 16 // keyLen u32, encLen u32, hash u64
 )
 
 // knownGen is one fill of the cache; a full one is replaced by an empty one, and
 // readers holding the old one go on using it.
 type knownGen struct {
 	mu    sync.RWMutex
-	index map[uint64]knownRef // xxhash of the key -> its entry
-	slabs [knownMaxSlabs]atomic.Pointer[knownSlab]
-	nslab int // slabs in use (under knownSeries.mu)
+	index map[uint64]knownRef         // xxhash of the key -> its entry
+	slabs []atomic.Pointer[knownSlab] // maxSlabs of them
+	nslab int                         // slabs in use (under knownSeries.mu)
 }
 
 // knownSlab holds entries in buf[:used]; bytes below used never change.
@@ -66,18 +67,31 @@ type knownHit struct {
 	hash    uint64
 }
 
-func newKnownSeries() *knownSeries {
-	k := &knownSeries{}
-	k.gen.Store(newKnownGen())
+// newKnownSeries makes a cache of at most maxBytes of slabs (at least one slab).
+func newKnownSeries(maxBytes int) *knownSeries {
+	k := &knownSeries{maxSlabs: max(1, maxBytes/knownSlabBytes)}
+	k.gen.Store(k.newGen())
 	return k
 }
 
-func newKnownGen() *knownGen { return &knownGen{index: map[uint64]knownRef{}} }
+func (k *knownSeries) newGen() *knownGen {
+	return &knownGen{index: map[uint64]knownRef{}, slabs: make([]atomic.Pointer[knownSlab], k.maxSlabs)}
+}
+
+// memory estimates the bytes the current generation holds: its slabs and its index.
+func (k *knownSeries) memory() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	g := k.gen.Load()
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.nslab*knownSlabBytes + len(g.index)*48
+}
 
 // entry returns the entry at r if it exists and its key is key, and the ref of the
 // entry after it.
 func (g *knownGen) entry(r knownRef, key []byte) (knownHit, knownRef, bool) {
-	if r.slab < 0 || int(r.slab) >= knownMaxSlabs {
+	if r.slab < 0 || int(r.slab) >= len(g.slabs) {
 		return knownHit{}, r, false
 	}
 	s := g.slabs[r.slab].Load()
@@ -87,7 +101,7 @@ func (g *knownGen) entry(r knownRef, key []byte) (knownHit, knownRef, bool) {
 	used := s.used.Load()
 	if r.off >= used {
 		// Past the slab's end: the next entry, if any, starts the next slab.
-		if r.off > 0 && r.slab+1 < knownMaxSlabs {
+		if r.off > 0 && int(r.slab)+1 < len(g.slabs) {
 			return g.entry(knownRef{slab: r.slab + 1}, key)
 		}
 		return knownHit{}, r, false
@@ -153,8 +167,8 @@ func (k *knownSeries) add(key []byte, ls []sample.Label, hash uint64) {
 		s = g.slabs[g.nslab-1].Load()
 	}
 	if s == nil || int(s.used.Load())+size > knownSlabBytes {
-		if g.nslab == knownMaxSlabs {
-			g = newKnownGen()
+		if g.nslab == k.maxSlabs {
+			g = k.newGen()
 			k.gen.Store(g)
 		}
 		s = &knownSlab{buf: make([]byte, knownSlabBytes)}

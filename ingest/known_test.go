@@ -187,7 +187,7 @@ func TestKnownSeriesSplitLabels(t *testing.T) {
 // TestKnownSeriesBounded: past its byte budget the cache starts over instead of
 // growing, and finds series by index and by the order they came in.
 func TestKnownSeriesBounded(t *testing.T) {
-	k := newKnownSeries()
+	k := newKnownSeries(DefaultKnownSeriesBytes)
 	ls := []sample.Label{{Name: []byte("__name__"), Value: []byte("m")}}
 	key := func(i int) []byte { return fmt.Appendf(nil, "series-%d-%01200d", i, 0) }
 	const n = 200_000 // about 240 MB of keys
@@ -195,7 +195,7 @@ func TestKnownSeriesBounded(t *testing.T) {
 		k.add(key(i), ls, uint64(i))
 	}
 	g := k.gen.Load()
-	if g.nslab > knownMaxSlabs || len(g.index) == 0 || len(g.index) >= n {
+	if g.nslab > k.maxSlabs || len(g.index) == 0 || len(g.index) >= n {
 		t.Fatalf("%d slabs, %d series indexed of %d", g.nslab, len(g.index), n)
 	}
 	c := k.cursor()

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +64,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the wall clock, for the timestamp limits; nil is time.Now.
 	Now func() time.Time
+	// KnownSeriesBytes bounds the memory that remembers accepted remote-write series
+	// (see knownSeries); 0 is DefaultKnownSeriesBytes.
+	KnownSeriesBytes int
 }
 
 // Writer validates decoded batches and appends them to the samples topic: labels
@@ -114,7 +118,7 @@ func NewWriter(opts Options) (*Writer, error) {
 		now:         opts.Now,
 		logger:      opts.Logger,
 		maxInflight: int64(opts.Limits.MaxInflightBytes),
-		known:       newKnownSeries(),
+		known:       newKnownSeries(cmp.Or(opts.KnownSeriesBytes, DefaultKnownSeriesBytes)),
 	}
 	if w.now == nil {
 		w.now = time.Now
