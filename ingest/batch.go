@@ -38,11 +38,10 @@ type Batch struct {
 	ascii    []bool
 	curASCII bool
 
-	// cache, when set, lets the 1.0 decoder look series up among those the Writer
-	// accepted before (see knownSeries) through cursor: keys[i] is series i's label
-	// fields as sent (nil when they are not one leading run), hits[i] its entry when it
-	// was found (its Labels are then left empty). curKey and curHit are the open series'.
-	cache  *knownSeries
+	// cursor, when set (useCache), lets the 1.0 decoder look series up among those the
+	// Writer accepted before (see knownSeries): keys[i] is series i's label fields as
+	// sent (nil when they are not one leading run), hits[i] its entry when it was found
+	// (its Labels are then left empty). curKey and curHit are the open series'.
 	cursor knownCursor
 	// deriveKeys makes the Writer key series by their labels as decoded (2.0, whose
 	// label fields are symbol references that change from request to request).
@@ -73,7 +72,7 @@ func (b *Batch) Reset() {
 	clear(b.hits)
 	b.keys, b.hits = b.keys[:0], b.hits[:0]
 	b.curKey, b.curHit = nil, knownHit{}
-	b.cache, b.cursor, b.deriveKeys = nil, knownCursor{}, false
+	b.cursor, b.deriveKeys = knownCursor{}, false
 	b.labels = b.labels[:0]
 	b.samples = b.samples[:0]
 	b.hists = b.hists[:0]
@@ -200,13 +199,11 @@ func (b *Batch) known(i int) (knownHit, bool) {
 	return knownHit{}, false
 }
 
-// useCache makes the decoders look series up in k (nil: no cache) until the next Reset.
-func (b *Batch) useCache(k *knownSeries) {
-	b.cache = k
-	if k != nil {
-		b.cursor = k.cursor()
-	}
-}
+// useCache makes the decoders look series up in k until the next Reset.
+func (b *Batch) useCache(k *knownSeries) { b.cursor = k.cursor() }
+
+// cached reports whether useCache was called since the last Reset.
+func (b *Batch) cached() bool { return b.cursor.gen != nil }
 
 // key returns series i's label fields as sent, or nil.
 func (b *Batch) key(i int) []byte {

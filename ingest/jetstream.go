@@ -47,7 +47,6 @@ type jsConsumer struct {
 	samples   logcore.Topic
 	keyPrefix []byte // of the samples records' keys (jsRecordKey)
 	state     map[uint64]*jsEntry
-	ends      []int64 // samples end offsets of the last state record loaded
 	persisted time.Time
 	dirty     bool
 	batch     int
@@ -102,10 +101,11 @@ func newJSConsumer(ctx context.Context, n *NATSIngest) (*jsConsumer, error) {
 		dropAck:   n.opts.dropAck,
 		fetchWait: min(time.Second, ackWait/4),
 	}
-	if err := c.load(); err != nil {
+	ends, err := c.load()
+	if err != nil {
 		return nil, err
 	}
-	if err := c.scanSamples(); err != nil {
+	if err := c.scanSamples(ends); err != nil {
 		return nil, err
 	}
 	// A state record at once, so that the next start reads the samples from here on.
@@ -164,11 +164,11 @@ func parseJSRecordKey(key, prefix []byte) ([]uint64, bool) {
 }
 
 // scanSamples reads the samples appended since the last state record (its end
-// offsets) and notes, from their keys, which partitions hold which of our messages'
+// offsets, ends) and notes, from their keys, which partitions hold which of our messages'
 // series: the appends a crash kept from the state. Without a version 2 state record
 // there is nothing to start from, and nothing is read.
-func (c *jsConsumer) scanSamples() error {
-	for p, from := range c.ends {
+func (c *jsConsumer) scanSamples(ends []int64) error {
+	for p, from := range ends {
 		if p >= c.samples.Partitions() {
 			break
 		}
@@ -203,14 +203,15 @@ func (c *jsConsumer) scanSamples() error {
 	return nil
 }
 
-// load rebuilds the state from the compacted topic: the latest record for our key wins.
-func (c *jsConsumer) load() error {
+// load rebuilds the state from the compacted topic, the latest record for our key
+// winning, and returns the samples end offsets that record noted (nil: none).
+func (c *jsConsumer) load() ([]int64, error) {
 	st := c.topic.Stats(0)
 	var last []byte
 	for off := st.StartOffset; off < st.EndOffset; {
 		recs, err := c.topic.Read(0, off, 1<<20, nil)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", jsStateTopic, err)
+			return nil, fmt.Errorf("read %s: %w", jsStateTopic, err)
 		}
 		if len(recs) == 0 {
 			break
@@ -223,14 +224,14 @@ func (c *jsConsumer) load() error {
 		}
 	}
 	if len(last) == 0 {
-		return nil
+		return nil, nil
 	}
 	state, ends, err := decodeJSState(last)
 	if err != nil {
-		return fmt.Errorf("%s record for %s: %w", jsStateTopic, c.key, err)
+		return nil, fmt.Errorf("%s record for %s: %w", jsStateTopic, c.key, err)
 	}
-	c.state, c.ends = state, ends
-	return nil
+	c.state = state
+	return ends, nil
 }
 
 func encodeJSState(state map[uint64]*jsEntry, ends []int64) []byte {

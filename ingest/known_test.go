@@ -50,14 +50,9 @@ func (c *captureTopic) take() []string {
 	return out
 }
 
-// writeV1Twice decodes and writes body through one Writer twice, as two requests
-// would arrive, and returns what each wrote to the log and answered, and how many
-// series the second write found known.
-func writeV1Twice(t *testing.T, body []byte) (first, second string, hits int) {
-	return writeTwice(t, body, false)
-}
-
-// writeTwice is writeV1Twice for a 1.0 or (v2) a 2.0 request.
+// writeTwice decodes and writes body, a 1.0 or (v2) a 2.0 request, through one Writer
+// twice, as two requests would arrive, and returns what each wrote to the log and
+// answered, and how many series the second write found known.
 func writeTwice(t *testing.T, body []byte, v2 bool) (first, second string, hits int) {
 	t.Helper()
 	tp := newCaptureTopic(4)
@@ -94,7 +89,8 @@ func writeTwice(t *testing.T, body []byte, v2 bool) (first, second string, hits 
 	return first, second, hits
 }
 
-func marshalV1(t testing.TB, req interface{ Marshal() ([]byte, error) }) []byte {
+// marshalPB marshals a gogo protobuf message (remote-write 1.0 or 2.0).
+func marshalPB(t testing.TB, req interface{ Marshal() ([]byte, error) }) []byte {
 	t.Helper()
 	buf, err := req.Marshal()
 	if err != nil {
@@ -135,7 +131,7 @@ func TestKnownSeriesSameLog(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			first, second, hits := writeV1Twice(t, marshalV1(t, &prompb.WriteRequest{Timeseries: c.series}))
+			first, second, hits := writeTwice(t, marshalPB(t, &prompb.WriteRequest{Timeseries: c.series}), false)
 			if first != second {
 				t.Fatalf("first write:\n%s\nsecond write:\n%s", first, second)
 			}
@@ -151,10 +147,10 @@ func TestKnownSeriesSameLog(t *testing.T) {
 func TestKnownSeriesSplitLabels(t *testing.T) {
 	ts := int64(1_700_000_000_000)
 	known := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "up"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: ts}}}
-	body := marshalV1(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{known}})
+	body := marshalPB(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{known}})
 	// The same series, then a label field after the sample: {__name__="up", job="a"}.
-	extra := marshalV1(t, &prompb.TimeSeries{Labels: []prompb.Label{{Name: "job", Value: "a"}}})
-	series := marshalV1(t, &known)
+	extra := marshalPB(t, &prompb.TimeSeries{Labels: []prompb.Label{{Name: "job", Value: "a"}}})
+	series := marshalPB(t, &known)
 	series = append(series, extra...)
 	split := append([]byte{0x0a, byte(len(series))}, series...)
 
@@ -228,7 +224,7 @@ func TestKnownSeriesV2(t *testing.T) {
 			{LabelsRefs: []uint32{3, 4, 3, 5, 1, 2}, Samples: []writev2.Sample{{Value: 3, Timestamp: ts}}}, // duplicate
 		},
 	}
-	first, second, hits := writeTwice(t, marshalV1(t, req), true)
+	first, second, hits := writeTwice(t, marshalPB(t, req), true)
 	if first != second {
 		t.Fatalf("first write:\n%s\nsecond write:\n%s", first, second)
 	}
@@ -242,14 +238,9 @@ func TestKnownSeriesV2(t *testing.T) {
 func FuzzKnownSeriesV2(f *testing.F) {
 	r := rand.New(rand.NewPCG(13, 14))
 	for i := 0; i < 8; i++ {
-		f.Add(marshalV1(f, randRequestV2(r)))
+		f.Add(marshalPB(f, randRequestV2(r)))
 	}
-	f.Fuzz(func(t *testing.T, buf []byte) {
-		first, second, _ := writeTwice(t, buf, true)
-		if first != second {
-			t.Fatalf("first write:\n%s\nsecond write:\n%s", first, second)
-		}
-	})
+	f.Fuzz(sameSecondWrite(true))
 }
 
 // FuzzKnownSeriesV1: for any request, the second write (series known) puts the same
@@ -257,12 +248,17 @@ func FuzzKnownSeriesV2(f *testing.F) {
 func FuzzKnownSeriesV1(f *testing.F) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for i := 0; i < 8; i++ {
-		f.Add(marshalV1(f, randWriteRequest(r)))
+		f.Add(marshalPB(f, randWriteRequest(r)))
 	}
-	f.Fuzz(func(t *testing.T, buf []byte) {
-		first, second, _ := writeV1Twice(t, buf)
+	f.Fuzz(sameSecondWrite(false))
+}
+
+// sameSecondWrite is the known-series fuzz targets' check for 1.0 or (v2) 2.0 bodies.
+func sameSecondWrite(v2 bool) func(*testing.T, []byte) {
+	return func(t *testing.T, buf []byte) {
+		first, second, _ := writeTwice(t, buf, v2)
 		if first != second {
 			t.Fatalf("first write:\n%s\nsecond write:\n%s", first, second)
 		}
-	})
+	}
 }

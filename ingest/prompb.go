@@ -35,7 +35,7 @@ func DecodeWriteV1(b *Batch, buf []byte) (DecodeStats, error) {
 			if err := wantType(field, wt, wireLen); err != nil {
 				return st, decodeErr("WriteRequest", err)
 			}
-			err := decodeSeriesV1(b, data, b.cache != nil)
+			err := decodeSeriesV1(b, data, b.cached())
 			if err == errLabelsSplit {
 				b.DropSeries()
 				err = decodeSeriesV1(b, data, false)
@@ -90,7 +90,7 @@ func checkMetadataV1(b []byte) error {
 var errLabelsSplit = errors.New("label fields split")
 
 // decodeSeriesV1 decodes a prompb.TimeSeries into b. With useCache, a series whose
-// leading label fields are those of a series the Writer accepted before (b.cache) is
+// leading label fields are those of a series the Writer accepted before (useCache) is
 // taken from the cache: its labels are not decoded, and its key and entry are
 // recorded in b.
 func decodeSeriesV1(b *Batch, buf []byte, useCache bool) error {
