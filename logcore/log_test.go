@@ -797,3 +797,42 @@ func TestAppendPartitions(t *testing.T) {
 		t.Fatalf("errs with a cancelled context = %v", errs)
 	}
 }
+
+// TestConsumerPollS2NoAllocs: a consumer polling an S2-compressed partition reads and
+// decompresses into the buffer it kept from the polls before, without allocating.
+func TestConsumerPollS2NoAllocs(t *testing.T) {
+	l, err := Open(t.TempDir(), Options{Fsync: FsyncNever, MaintenanceInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	tp, err := l.Topic("s2", TopicConfig{Partitions: 1, Compression: CompressionS2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 64; i++ {
+		recs := make([]Record, 16)
+		for j := range recs {
+			recs[j].Value = bytes.Repeat(fmt.Appendf(nil, "series_%d_%d ", i, j), 200)
+		}
+		if _, err := tp.Append(context.Background(), 0, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := NewConsumer(l, "g", tp, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll := func() {
+		c.SeekTo(0)
+		for c.Position() < 64*16 {
+			if recs, err := c.Poll(context.Background(), 64<<10); err != nil || len(recs) == 0 {
+				t.Fatalf("poll at %d: %d records, %v", c.Position(), len(recs), err)
+			}
+		}
+	}
+	poll() // the buffers grow to what a poll takes
+	if allocs := testing.AllocsPerRun(5, poll); allocs != 0 {
+		t.Fatalf("%v allocations per pass over the partition, want 0", allocs)
+	}
+}

@@ -731,7 +731,7 @@ func (pt *partition) read(offset int64, maxBytes int, dst []Record, buf []byte) 
 			return dst, buf, end, err
 		}
 		var next int64
-		dst, buf, next, err = s.read(offset, maxBytes, dst, buf, pt.log.opts.IndexIntervalBytes, !pt.topic.config().Compacted, pt.logger())
+		dst, buf, next, err = s.read(offset, maxBytes, dst, buf, pt.log.opts.IndexIntervalBytes, !pt.topic.config().Compacted, pt.logger)
 		segNext := s.next.Load()
 		s.release()
 		if err != nil {
@@ -793,11 +793,11 @@ func (pt *partition) nextBase(base int64) int64 {
 // topic each batch starts where the previous one ended; in a compacted one offsets only
 // grow. A segment whose index entry does not match the log gets its indexes
 // rebuilt and the read is retried.
-func (s *segment) read(offset int64, maxBytes int, dst []Record, buf []byte, interval int64, strict bool, logger *slog.Logger) ([]Record, []byte, int64, error) {
+func (s *segment) read(offset int64, maxBytes int, dst []Record, buf []byte, interval int64, strict bool, logger func() *slog.Logger) ([]Record, []byte, int64, error) {
 	n := len(dst)
 	dst, buf, next, err := s.readFrom(offset, maxBytes, dst, buf, interval, strict)
 	if errors.Is(err, errIndexMismatch) {
-		if rerr := s.repairIndex(interval, logger); rerr != nil {
+		if rerr := s.repairIndex(interval, logger()); rerr != nil {
 			return dst[:n], buf, offset, fmt.Errorf("%w: %v (%v)", ErrCorrupt, err, rerr)
 		}
 		dst, buf, next, err = s.readFrom(offset, maxBytes, dst[:n], buf, interval, strict)
