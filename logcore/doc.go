@@ -12,6 +12,7 @@
 //	<dir>/<topic>/<partition>/<base>.index     sparse offset index of that segment
 //	<dir>/<topic>/<partition>/<base>.timeindex sparse time index of that segment
 //	<dir>/__consumer_offsets/...               the internal compacted topic of group offsets
+//	<dir>/__journal/<seq>.wal                  the commit journal of FsyncAlways appends
 //
 // <base> is the offset of the segment's first record, printed as %020d, so that
 // names sort like offsets. The last segment of a partition is the active one; only it
@@ -99,9 +100,30 @@
 //
 // Each partition has one writer goroutine that owns the active segment. Producers
 // encode their batches on their own goroutines and queue them; the writer takes every
-// queued batch, writes them with one pwrite, and with FsyncAlways makes them durable with
-// one fdatasync before it answers any of them (group commit). Readers only see committed
-// data: synced data under FsyncAlways, written data under the other policies.
+// queued batch, writes them with one pwrite, and with FsyncAlways makes them durable
+// before it answers any of them (group commit). Readers only see committed data:
+// durable data under FsyncAlways, written data under the other policies.
+//
+// Under FsyncAlways one commit journal serves every partition of every topic, so that a
+// round costs one fdatasync however many partitions it touches (on the disks measured,
+// fdatasyncs of different files are served one after another: eight partitions took
+// eight times as long as one). The writer does not sync its segment: it hands the bytes
+// it wrote, with its topic, partition, segment and position, to the journal's goroutine,
+// which appends the entries of every writer waiting at that moment to its current file
+// (each entry framed with its length and CRC32C) and syncs that file once; then the
+// writers answer. A segment is synced when it rolls, when the log closes, and when the
+// journal file passes Options.JournalBytes (64 MiB): the journal then goes on in a new
+// file and removes the old one once every partition that wrote to it has synced its
+// segment. On open, before any partition loads, every journal entry for its partition's
+// newest segment whose bytes are not in place is written back (entries for older
+// segments were synced when those closed; an entry for a segment newer than any on disk
+// is an error, as a segment is created durably before anything is appended to it), the
+// written segments are synced and the journal files removed; a torn entry ends its
+// file, as nothing after it was acknowledged. A failed journal write or sync fails the
+// appends of its round, which truncate their segments as below and fail their
+// partitions; the journal truncates the round away and goes on in a new file, leaving
+// the old one to be replayed at the next open. Topic names starting with __ are
+// reserved for the log's own files.
 //
 // On open, closed segments are trusted after the cheap check of their indexes above;
 // their data is not read. The active segment is scanned only from its last index entry
@@ -151,7 +173,10 @@
 //
 // # How the promises are tested
 //
-// crash_test.go kills a child appending with FsyncAlways (and compacting and applying
+// journal_test.go cuts the power in effect (copies the log keeping of each file only
+// what fdatasync made durable) after acknowledged appends, with and without journal
+// rotations, and checks that without the journal records are lost and with it none
+// are; crash_test.go kills a child appending with FsyncAlways (and compacting and applying
 // retention) with SIGKILL 24 times and checks every acknowledged record after each
 // reopen; corruption_test.go truncates and flips bits in active and closed segments and
 // damages index files; diskfull_test.go fills a tmpfs (or a file-size limit), injects

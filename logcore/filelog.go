@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock for record timestamps, segment ages and retention (default time.Now).
 	Now func() time.Time
+	// JournalBytes is the size past which the commit journal moves to a new file and
+	// has the segments it covers synced, so that it can drop the old one (default 64
+	// MiB). It bounds what a start after a crash may have to write back.
+	JournalBytes int64
 }
 
 func (o *Options) setDefaults() {
@@ -57,6 +62,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.JournalBytes <= 0 {
+		o.JournalBytes = 64 << 20
 	}
 	if o.Defaults.Partitions <= 0 {
 		o.Defaults.Partitions = 1
@@ -112,6 +120,7 @@ type FileLog struct {
 	topics  map[string]*fileTopic
 	closed  bool
 	offsets *offsetStore
+	journal *journal // commit journal of FsyncAlways partitions
 
 	stop chan struct{}
 	done chan struct{}
@@ -128,6 +137,9 @@ type testHooks struct {
 	// write (after writing half its bytes) or fdatasync fail with it.
 	writeFault func() error
 	syncFault  func() error
+	// synced, when set, learns the size of each segment or journal file that an
+	// fdatasync has just made durable (power-loss tests keep only those bytes).
+	synced func(path string, size int64)
 }
 
 var _ Log = (*FileLog)(nil)
@@ -162,8 +174,18 @@ func Open(dir string, opts Options) (*FileLog, error) {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	seq, err := replayJournal(l)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open log %s: %w", dir, err)
+	}
+	if l.journal, err = openJournal(l, seq); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open log %s: %w", dir, err)
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
+		l.journal.close()
 		lock.Close()
 		return nil, fmt.Errorf("open log %s: %w", dir, err)
 	}
@@ -204,8 +226,8 @@ func (l *FileLog) Dir() string { return l.dir }
 // if it does not exist. An existing topic keeps its partition count: a different
 // non-zero cfg.Partitions is an error. Its other settings take cfg's non-zero values.
 func (l *FileLog) Topic(name string, cfg TopicConfig) (Topic, error) {
-	if !topicName.MatchString(name) || name == offsetsTopic {
-		return nil, fmt.Errorf("topic %q: names are 1-200 of [A-Za-z0-9._-] and not %s", name, offsetsTopic)
+	if !topicName.MatchString(name) || strings.HasPrefix(name, "__") || name == "." || name == ".." {
+		return nil, fmt.Errorf("topic %q: names are 1-200 of [A-Za-z0-9._-], not . or .., and do not start with __ (reserved for the log's own files)", name)
 	}
 	t, err := l.openTopic(name, cfg, false)
 	if err != nil {
@@ -271,7 +293,9 @@ func (l *FileLog) Close() error {
 	return l.lock.Close()
 }
 
+// closeTopics closes every partition, then the journal they write to.
 func (l *FileLog) closeTopics() {
+	defer l.journal.close()
 	l.mu.Lock()
 	ts := make([]*fileTopic, 0, len(l.topics))
 	for _, t := range l.topics {

@@ -46,6 +46,10 @@ type partition struct {
 	sendClosed bool
 	queue      chan *appendReq
 	exited     chan struct{}
+	// syncReq carries the journal's requests to sync the active segment; shutdownErr
+	// is the outcome of the sync at close, set before exited is closed.
+	syncReq     chan chan error
+	shutdownErr error
 
 	// Writer-owned.
 	policy FsyncPolicy
@@ -72,15 +76,16 @@ var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan stru
 // openPartition opens (recovering as needed) or creates the partition in dir and starts its writer.
 func openPartition(t *fileTopic, id int, policy FsyncPolicy) (*partition, error) {
 	pt := &partition{
-		topic:  t,
-		id:     id,
-		dir:    filepath.Join(t.dir, strconv.Itoa(id)),
-		name:   fmt.Sprintf("%s/%d", t.name, id),
-		log:    t.log,
-		notify: make(chan struct{}),
-		queue:  make(chan *appendReq, queueLen),
-		exited: make(chan struct{}),
-		policy: policy,
+		topic:   t,
+		id:      id,
+		dir:     filepath.Join(t.dir, strconv.Itoa(id)),
+		name:    fmt.Sprintf("%s/%d", t.name, id),
+		log:     t.log,
+		notify:  make(chan struct{}),
+		queue:   make(chan *appendReq, queueLen),
+		exited:  make(chan struct{}),
+		syncReq: make(chan chan error),
+		policy:  policy,
 	}
 	if err := os.MkdirAll(pt.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open partition %s: %w", pt.name, err)
@@ -423,6 +428,8 @@ func (pt *partition) run() {
 				pt.shutdown()
 				return
 			}
+		case reply := <-pt.syncReq:
+			reply <- pt.journalSync()
 		case <-tick:
 			if pt.dirty && pt.failed == nil {
 				if err := pt.sync(); err != nil {
@@ -505,7 +512,15 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 	}
 	pt.dirty = true
 	if pt.policy == FsyncAlways {
-		if err := pt.sync(); err != nil {
+		var err error
+		if j := pt.log.journal; j != nil {
+			// One journal write and fdatasync serve every partition's round; the
+			// segment is synced later (see journal.go).
+			err = j.commit(pt, s.base, pos, pt.wbuf)
+		} else {
+			err = pt.sync()
+		}
+		if err != nil {
 			err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
 			if terr := s.f.Truncate(pos); terr != nil {
 				pt.logger().Error("cannot truncate after a failed sync", "err", terr)
@@ -573,7 +588,40 @@ func (pt *partition) sync() error {
 	}
 	pt.dirty = false
 	pt.log.metrics.fsyncs.Inc()
+	if hook := pt.log.testHooks.synced; hook != nil {
+		if fi, err := pt.active.f.Stat(); err == nil {
+			hook(segmentPath(pt.dir, pt.active.base, logExt), fi.Size())
+		}
+	}
 	return nil
+}
+
+// journalSync syncs the active segment for the journal, which may then drop the
+// entries it holds for it; it runs on the writer goroutine.
+func (pt *partition) journalSync() error {
+	if pt.failed != nil {
+		return pt.failed
+	}
+	if pt.dirty {
+		if err := pt.sync(); err != nil {
+			pt.fail(err)
+			return err
+		}
+	}
+	return nil
+}
+
+// syncForJournal asks the writer to sync the active segment (segments closed before
+// were synced when they were closed) and returns the outcome; once the writer has
+// exited it returns that of the sync at close.
+func (pt *partition) syncForJournal() error {
+	reply := make(chan error, 1)
+	select {
+	case pt.syncReq <- reply:
+		return <-reply
+	case <-pt.exited:
+		return pt.shutdownErr
+	}
 }
 
 // fail puts the partition in the failed state: every later append returns err.
@@ -628,9 +676,11 @@ func (e *rollError) Unwrap() error { return e.err }
 // segment's files.
 func (pt *partition) shutdown() {
 	s := pt.active
+	pt.shutdownErr = pt.failed
 	if pt.dirty {
 		if err := pt.sync(); err != nil {
 			pt.logger().Error("cannot sync at close", "err", err)
+			pt.shutdownErr = err
 		}
 	}
 	s.sealIndex()
