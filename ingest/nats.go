@@ -285,6 +285,7 @@ func (n *NATSIngest) process(ctx context.Context, nb *natsBatch, msgs []*inMsg) 
 		return err
 	}
 	defer n.opts.Writer.Release(3 * size)
+	defer n.opts.Writer.work()()
 	skip := func(i, p int) bool { return msgs[b.Source[i]].parts[p] }
 	res, err := n.opts.Writer.WriteSkipping(ctx, b, ProtocolNATS, skip)
 	for i := range b.Series {

@@ -170,6 +170,7 @@ func (h *RemoteWriteHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) 
 		return
 	}
 	defer h.w.Release(charge)
+	defer h.w.work()()
 	if cap(st.decoded) < n {
 		st.decoded = make([]byte, n)
 	}

@@ -36,6 +36,18 @@ type MaterializerOptions struct {
 	// CheckpointInterval is how often the head is checked for a block to cut and the
 	// offsets it covers committed (default 15s).
 	CheckpointInterval time.Duration
+	// Yield, when set, reports whether ingest is using the CPUs (several requests being
+	// decoded and appended at once). While it does, the materializer holds back the
+	// records it has read, so that a burst goes into the log at full speed and the store
+	// catches up after it; but only while its lag is under YieldLag records and for at
+	// most YieldFor at a stretch, after which it does not hold back again until it has
+	// caught up. It must be cheap and safe for concurrent use.
+	Yield func() bool
+	// YieldLag bounds the lag, in records, up to which Yield holds the materializer
+	// back (default 50,000).
+	YieldLag int64
+	// YieldFor bounds how long Yield holds a partition back at a stretch (default 5s).
+	YieldFor time.Duration
 	// Metrics receives vigil_materializer_* metrics; nil uses the store's set.
 	Metrics *metrics.Set
 	// Logger; nil uses the store's.
@@ -64,6 +76,7 @@ type Materializer struct {
 	appendErrTotal *metrics.Counter
 	commitsTotal   *metrics.Counter
 	checkpointErrs *metrics.Counter
+	yieldSeconds   *metrics.FloatCounter
 	// replaying counts the partitions still replaying what was in the log at start.
 	replaying atomic.Int32
 }
@@ -79,6 +92,11 @@ type partState struct {
 	replayEnd int64
 	committed int64
 	marks     []mark
+	// yieldSince is when the partition's worker started holding records back for
+	// ingest (zero when it is not); unyielding is set when a bound stopped it, until
+	// it has caught up. Only the worker uses them.
+	yieldSince time.Time
+	unyielding bool
 	// frozen marks (the first frozen ones) belong to a running checkpoint's snapshot:
 	// addMark must not merge later records into them.
 	frozen int
@@ -110,6 +128,12 @@ func (s *Store) StartMaterializer(opts MaterializerOptions) (*Materializer, erro
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = 15 * time.Second
 	}
+	if opts.YieldLag <= 0 {
+		opts.YieldLag = 50000
+	}
+	if opts.YieldFor <= 0 {
+		opts.YieldFor = 5 * time.Second
+	}
 	if opts.Metrics == nil {
 		opts.Metrics = s.opts.Metrics
 	}
@@ -129,6 +153,7 @@ func (s *Store) StartMaterializer(opts MaterializerOptions) (*Materializer, erro
 		appendErrTotal: set.GetOrCreateCounter(`vigil_materializer_append_errors_total`),
 		commitsTotal:   set.GetOrCreateCounter(`vigil_materializer_offset_commits_total`),
 		checkpointErrs: set.GetOrCreateCounter(`vigil_materializer_checkpoint_errors_total`),
+		yieldSeconds:   set.GetOrCreateFloatCounter(`vigil_materializer_yield_seconds_total`),
 	}
 	n := opts.Topic.Partitions()
 	// Partitions replaying a backlog advance together within a quarter block duration
@@ -420,10 +445,39 @@ func (m *Materializer) run(ctx context.Context, ps *partState) {
 		if len(recs) == 0 {
 			continue
 		}
-		if !m.writeAll(ctx, ps, w, recs) {
+		if !m.yield(ctx, ps) || !m.writeAll(ctx, ps, w, recs) {
 			return
 		}
+		if (ps.unyielding || !ps.yieldSince.IsZero()) && ps.processed.Load() >= m.opts.Topic.Stats(ps.p).EndOffset {
+			ps.yieldSince, ps.unyielding = time.Time{}, false // caught up: may hold back again
+		}
 	}
+}
+
+// yieldPause is how long a held-back partition waits before it asks Yield again.
+const yieldPause = 2 * time.Millisecond
+
+// yield holds the partition's worker back while opts.Yield says ingest is busy, within
+// the bounds of YieldLag and YieldFor. It returns false when ctx ended.
+func (m *Materializer) yield(ctx context.Context, ps *partState) bool {
+	if m.opts.Yield == nil || ps.unyielding {
+		return true
+	}
+	for m.opts.Yield() {
+		now := time.Now()
+		if ps.yieldSince.IsZero() {
+			ps.yieldSince = now
+		}
+		if now.Sub(ps.yieldSince) >= m.opts.YieldFor || m.Lag() >= m.opts.YieldLag {
+			ps.unyielding = true
+			return true
+		}
+		if !wait.Sleep(ctx, yieldPause) {
+			return false
+		}
+		m.yieldSeconds.Add(time.Since(now).Seconds())
+	}
+	return true
 }
 
 // writeAll appends recs in as few transactions as the gate allows: each transaction

@@ -6,8 +6,10 @@ import (
 	"math"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -488,5 +490,65 @@ func TestNotifyingAppendableCallsTheHook(t *testing.T) {
 	}
 	if v := e.instant(`count({__name__=~".:5s"})`, ts); len(v) != 1 || v[0].F != 3 {
 		t.Fatalf("count = %v, want 3", v)
+	}
+}
+
+// TestMaterializerYield: while Yield reports ingest busy, records wait in the log, up to
+// YieldLag records and for YieldFor at a stretch; once ingest is idle, or a bound is
+// reached, they are stored.
+func TestMaterializerYield(t *testing.T) {
+	e := newEnv(t, 1, Options{})
+	if err := e.mat.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var busy atomic.Bool
+	busy.Store(true)
+	start := func(yieldFor time.Duration) {
+		t.Helper()
+		m, err := e.store.StartMaterializer(MaterializerOptions{Log: e.log, Topic: e.topic, CheckpointInterval: time.Hour,
+			Yield: busy.Load, YieldLag: 4, YieldFor: yieldFor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.mat = m
+	}
+	start(time.Hour)
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	n := 0
+	add := func(k int) {
+		for i := 0; i < k; i++ {
+			e.appendSeries(0, sample.Series{Labels: lbls("__name__", "up", "n", strconv.Itoa(n)), Samples: []sample.Sample{{T: base + int64(n)*1000, V: 1}}})
+			n++
+		}
+	}
+	held := func(what string, want int64) {
+		t.Helper()
+		time.Sleep(50 * time.Millisecond)
+		if lag := e.mat.Lag(); lag != want {
+			t.Fatalf("%s: lag %d, want %d records held back", what, lag, want)
+		}
+	}
+	add(3)
+	held("busy, under YieldLag", 3)
+	if e.set.GetOrCreateFloatCounter(`vigil_materializer_yield_seconds_total`).Get() <= 0 {
+		t.Fatal("vigil_materializer_yield_seconds_total did not count the wait")
+	}
+	add(1) // 4 records: YieldLag reached
+	e.sync()
+	add(2)
+	held("busy again after catching up", 2)
+	busy.Store(false)
+	e.sync()
+
+	// YieldFor bounds a stretch of holding back.
+	if err := e.mat.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	busy.Store(true)
+	start(20 * time.Millisecond)
+	add(1)
+	e.sync()
+	if got := len(e.instant(`up`, base+int64(n)*1000)); got != n {
+		t.Fatalf("%d series stored, want %d", got, n)
 	}
 }

@@ -34,7 +34,18 @@ func startStore(s *server, ctx context.Context) (func(context.Context) error, er
 	if err != nil {
 		return nil, err
 	}
-	m, err := st.StartMaterializer(store.MaterializerOptions{Log: s.log, Topic: s.samples, Group: "materializer"})
+	mo := store.MaterializerOptions{Log: s.log, Topic: s.samples, Group: "materializer"}
+	if s.ingest != nil {
+		// A burst of writes gets the CPUs; the store catches up after it, at most half
+		// of limits.max_downstream_lag (past the whole of it writes get 429) and 5 s
+		// behind.
+		mo.Yield = s.ingest.Busy
+		mo.MaxPollBytes = 256 << 10 // asks Yield after at most a few ms of work
+		if lag := s.cfg.Limits.MaxDownstreamLag; lag > 0 {
+			mo.YieldLag = max(1, int64(lag)/2)
+		}
+	}
+	m, err := st.StartMaterializer(mo)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("start materializer: %w", err)
