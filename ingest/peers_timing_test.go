@@ -48,7 +48,8 @@ func BenchmarkRemoteWritePeers(b *testing.B) {
 // load's run time, samples per server CPU-second over that time, and the peak RSS.
 // VIGIL_PEER_ARGS adds flags to vigil serve's command line (e.g. "--partitions 2").
 // VIGIL_PEER_CPUPROFILE and VIGIL_PEER_TRACE name files for a CPU profile and an
-// execution trace of vigil serve under the load (see saveProfile).
+// execution trace of vigil serve under the load (see saveProfile); VIGIL_PEER_METRICS
+// logs the metrics of vigil serve whose lines contain it, after the load.
 func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string, out *bytes.Buffer) int) {
 	for _, p := range peerServers(b) {
 		b.Run(p.name, func(b *testing.B) {
@@ -84,6 +85,9 @@ func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string,
 					retried += retriedRequests.Load() - retried0
 					total += time.Since(t0)
 					cpu += procCPU(cmd.Process.Pid) - cpu0
+					if strings.HasPrefix(p.name, "vigil") && os.Getenv("VIGIL_PEER_METRICS") != "" {
+						printMetrics(b, addr, os.Getenv("VIGIL_PEER_METRICS"))
+					}
 					if rss := procPeakRSS(cmd.Process.Pid); rss > peak {
 						peak = rss
 					}
@@ -294,6 +298,24 @@ func procPeakRSS(pid int) int64 {
 // when path is empty): VIGIL_PEER_CPUPROFILE gets 5 s of CPU profile and
 // VIGIL_PEER_TRACE 3 s of execution trace (for go tool trace -pprof=sync|syscall|sched),
 // taken under the benchmark's load.
+// printMetrics logs the lines of vigil serve's /metrics that contain match (after the
+// load, when VIGIL_PEER_METRICS is set: "materializer", say).
+func printMetrics(b *testing.B, addr, match string) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		b.Logf("metrics: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if strings.Contains(line, match) && !strings.HasPrefix(line, "#") {
+			b.Log(line)
+		}
+	}
+}
+
 func saveProfile(addr, what, path string) {
 	if path == "" {
 		return

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -69,6 +70,25 @@ type appendReq struct {
 	base  int64 // result: the batch's base offset
 	err   error // result
 	done  chan struct{}
+	// group, when set, is told of the outcome instead of done (see appendGroup).
+	group *appendGroup
+}
+
+// appendGroup lets one goroutine await several partitions' appends with a single
+// wakeup: the last request to finish signals done.
+type appendGroup struct {
+	left atomic.Int32
+	done chan struct{}
+}
+
+var groupPool = sync.Pool{New: func() any { return &appendGroup{done: make(chan struct{}, 1)} }}
+
+// release returns a request that was part of a group (finished) to its pool.
+func (r *appendReq) release() {
+	r.ctx, r.err, r.group = nil, nil, nil
+	if cap(r.buf) <= 1<<20 {
+		reqPool.Put(r)
+	}
 }
 
 var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan struct{}, 1)} }}
@@ -337,6 +357,12 @@ func (pt *partition) append(ctx context.Context, recs []Record) (int64, error) {
 // submit encodes recs (not empty) as one batch and queues it for the writer, without
 // waiting for the outcome: the caller must await the returned request.
 func (pt *partition) submit(ctx context.Context, recs []Record) (*appendReq, error) {
+	return pt.submitIn(ctx, recs, nil)
+}
+
+// submitIn is submit for a request whose outcome g is told of (nil: the request's own
+// done channel); g must count the request before the call.
+func (pt *partition) submitIn(ctx context.Context, recs []Record, g *appendGroup) (*appendReq, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -351,7 +377,7 @@ func (pt *partition) submit(ctx context.Context, recs []Record) (*appendReq, err
 		reqPool.Put(r)
 		return nil, fmt.Errorf("append to %s: %w", pt.name, err)
 	}
-	r.ctx, r.n = ctx, int64(len(recs))
+	r.ctx, r.n, r.group = ctx, int64(len(recs)), g
 	h, _ := parseBatchHeader(r.buf)
 	r.maxTS = h.maxTS
 	pt.sendMu.RLock()
@@ -384,6 +410,12 @@ func (r *appendReq) await() (int64, error) {
 
 func (r *appendReq) finish(base int64, err error) {
 	r.base, r.err = base, err
+	if g := r.group; g != nil {
+		if g.left.Add(-1) == 0 {
+			g.done <- struct{}{}
+		}
+		return
+	}
 	r.done <- struct{}{}
 }
 

@@ -178,29 +178,46 @@ func (t *fileTopic) Append(ctx context.Context, p int, recs []Record) (int64, er
 }
 
 // AppendPartitions appends recs[p] to partition p for every non-empty recs[p]; see
-// the package function AppendPartitions. Every batch is queued before the first
-// outcome is awaited, so the partitions' writers sync them at the same time, and no
-// goroutine is started.
+// the package function AppendPartitions. Every batch is queued before the outcomes
+// are awaited, so the partitions' writers sync them at the same time; no goroutine is
+// started, and the caller is woken once, by the last partition to answer.
 func (t *fileTopic) AppendPartitions(ctx context.Context, recs [][]Record, bases []int64, errs []error) {
-	reqs := make([]*appendReq, len(recs))
-	for p, rs := range recs {
-		if len(rs) == 0 {
+	var reqs [64]*appendReq
+	rs := reqs[:0]
+	if len(recs) > len(reqs) {
+		rs = make([]*appendReq, 0, len(recs))
+	}
+	// The group counts one extra until every batch is queued, so that it cannot
+	// signal while some are still being submitted.
+	g := groupPool.Get().(*appendGroup)
+	g.left.Store(1)
+	for p, b := range recs {
+		rs = append(rs, nil)
+		if len(b) == 0 {
 			continue
 		}
 		pt, err := t.partition(p)
 		if err == nil {
-			reqs[p], err = pt.submit(ctx, rs)
+			g.left.Add(1)
+			if rs[p], err = pt.submitIn(ctx, b, g); err != nil {
+				g.left.Add(-1)
+			}
 		}
 		if err != nil {
 			bases[p], errs[p] = -1, err
 			t.log.metrics.appendErrors.Inc()
 		}
 	}
-	for p, r := range reqs {
+	if g.left.Add(-1) != 0 {
+		<-g.done
+	}
+	groupPool.Put(g)
+	for p, r := range rs {
 		if r == nil {
 			continue
 		}
-		bases[p], errs[p] = r.await()
+		bases[p], errs[p] = r.base, r.err
+		r.release()
 		if errs[p] != nil {
 			t.log.metrics.appendErrors.Inc()
 		}
