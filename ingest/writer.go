@@ -85,8 +85,7 @@ type Writer struct {
 	known      *knownSeries
 
 	inflight     atomic.Int64
-	busy         atomic.Int32 // requests being decoded or appended
-	busyAt       atomic.Int64 // when busy last reached busyRequests (Unix ns)
+	busy         busyMeter
 	maxInflight  int64
 	backpressure atomic.Pointer[func() error]
 
@@ -188,29 +187,6 @@ func (w *Writer) Acquire(n int64) error {
 			return nil
 		}
 	}
-}
-
-const (
-	// busyRequests is how many requests decoded or appended at once make Busy true,
-	busyRequests = 2
-	// and busyLinger how long it stays true after the last time they were.
-	busyLinger = 20 * time.Millisecond
-)
-
-// Busy reports whether several requests are being decoded or appended, or were less
-// than busyLinger ago: ingest is then using the CPUs, and stages that can catch up
-// later (the query store's materializer) may hold back. It is cheap and safe for
-// concurrent use.
-func (w *Writer) Busy() bool {
-	return w.busy.Load() >= busyRequests || time.Now().UnixNano()-w.busyAt.Load() < int64(busyLinger)
-}
-
-// work marks a request as being decoded or appended until the returned func is called.
-func (w *Writer) work() func() {
-	if w.busy.Add(1) >= busyRequests {
-		w.busyAt.Store(time.Now().UnixNano())
-	}
-	return func() { w.busy.Add(-1) }
 }
 
 // Release returns n bytes to the in-flight budget.

@@ -281,30 +281,3 @@ func TestWriterBackpressureFromDownstream(t *testing.T) {
 		t.Fatalf("acquire with backpressure removed: %v", err)
 	}
 }
-
-// TestBusy: Busy is true while busyRequests requests are decoded or appended at once,
-// and for busyLinger after; one request alone does not make ingest busy.
-func TestBusy(t *testing.T) {
-	_, tp := testLog(t, 1, logcore.FsyncNever)
-	w, _ := testWriter(t, tp, nil)
-	if w.Busy() {
-		t.Fatal("busy before any request")
-	}
-	done1 := w.work()
-	if w.Busy() {
-		t.Fatal("busy with one request")
-	}
-	done2 := w.work()
-	if !w.Busy() {
-		t.Fatal("not busy with two requests")
-	}
-	done1()
-	done2()
-	if !w.Busy() {
-		t.Fatal("not busy right after two requests")
-	}
-	time.Sleep(busyLinger + 5*time.Millisecond)
-	if w.Busy() {
-		t.Fatalf("still busy %v after the requests", busyLinger)
-	}
-}
