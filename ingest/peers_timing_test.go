@@ -48,7 +48,8 @@ func BenchmarkRemoteWritePeers(b *testing.B) {
 // load's run time, samples per server CPU-second over that time, and the peak RSS.
 // VIGIL_PEER_ARGS adds flags to vigil serve's command line (e.g. "--partitions 2").
 // VIGIL_PEER_CPUPROFILE and VIGIL_PEER_TRACE name files for a CPU profile and an
-// execution trace of vigil serve under the load (see saveProfile); VIGIL_PEER_METRICS
+// execution trace of vigil serve under the load (see saveProfile; VIGIL_PEER_PROFILE_AFTER
+// delays them by a duration); VIGIL_PEER_METRICS
 // logs the metrics of vigil serve whose lines contain it, after the load.
 func benchPeers(b *testing.B, load func(b *testing.B, p peerServer, addr string, out *bytes.Buffer) int) {
 	for _, p := range peerServers(b) {
@@ -319,6 +320,9 @@ func printMetrics(b *testing.B, addr, match string) {
 func saveProfile(addr, what, path string) {
 	if path == "" {
 		return
+	}
+	if d, err := time.ParseDuration(os.Getenv("VIGIL_PEER_PROFILE_AFTER")); err == nil {
+		time.Sleep(d) // e.g. 10s: past the materializer's first 5 s of holding back
 	}
 	resp, err := http.Get("http://" + addr + "/debug/pprof/" + what)
 	if err != nil {
