@@ -106,7 +106,8 @@ func (j *journal) create(seq uint64) error {
 	}
 	var hdr [journalHeaderSize]byte
 	copy(hdr[:], journalMagic)
-	if _, err := f.WriteAt(hdr[:], 0); err == nil {
+	_, err = f.WriteAt(hdr[:], 0)
+	if err == nil {
 		err = fdatasync(int(f.Fd()))
 	}
 	if err == nil {
