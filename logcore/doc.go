@@ -119,11 +119,14 @@
 // segments were synced when those closed; an entry for a segment newer than any on disk
 // is an error, as a segment is created durably before anything is appended to it), the
 // written segments are synced and the journal files removed; a torn entry ends its
-// file, as nothing after it was acknowledged. A failed journal write or sync fails the
-// appends of its round, which truncate their segments as below and fail their
-// partitions; the journal truncates the round away and goes on in a new file, leaving
-// the old one to be replayed at the next open. Topic names starting with __ are
-// reserved for the log's own files.
+// file, as nothing after it was acknowledged. A journal write that fails (a full disk,
+// say) is truncated away and fails only the appends of its round, which undo their
+// segment writes as after a failed segment write below; the partitions and the journal
+// go on. A failed journal sync fails the appends of its round, which truncate their
+// segments and fail their partitions as after a failed segment sync below; the journal
+// truncates the round away and goes on in a new file, leaving the old one to be
+// replayed at the next open. Topic names starting with __ are reserved for the log's
+// own files.
 //
 // On open, closed segments are trusted after the cheap check of their indexes above;
 // their data is not read. The active segment is scanned only from its last index entry

@@ -137,6 +137,9 @@ type testHooks struct {
 	// write (after writing half its bytes) or fdatasync fail with it.
 	writeFault func() error
 	syncFault  func() error
+	// journalWriteFault, when it returns an error, makes the next journal write fail
+	// with it (after writing half its bytes).
+	journalWriteFault func() error
 	// synced, when set, learns the size of each segment or journal file that an
 	// fdatasync has just made durable (power-loss tests keep only those bytes).
 	synced func(path string, size int64)

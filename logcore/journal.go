@@ -175,7 +175,9 @@ func (j *journal) run() {
 }
 
 // write appends group's entries to the current file and syncs it, setting each entry's
-// error. After a failed write or sync the round is truncated away and the file
+// error. A write that fails is truncated away and fails only its round (wrapping
+// errJournalWrite). After a failed sync (or a write that cannot be truncated away)
+// the round is truncated away and the file
 // abandoned (the page cache may hold bytes that never reach the disk): the journal goes
 // on in a new one, and the failed file, whose earlier rounds' segments may not be
 // synced, is left for the next open to replay.
@@ -191,7 +193,24 @@ func (j *journal) write(group []*journalEntry) {
 		j.buf = appendJournalEntry(j.buf, e.pt.topic.name, e.pt.id, e.base, e.pos, e.b)
 	}
 	start := time.Now()
-	_, err := j.f.WriteAt(j.buf, j.size)
+	var err error
+	if hook := j.l.testHooks.journalWriteFault; hook != nil {
+		if err = hook(); err != nil {
+			j.f.WriteAt(j.buf[:len(j.buf)/2], j.size) // a fault after a partial write
+		}
+	}
+	if err == nil {
+		_, err = j.f.WriteAt(j.buf, j.size)
+	}
+	if err != nil && j.f.Truncate(j.size) == nil {
+		// Nothing was synced: like a failed segment write (a full disk, say), the
+		// round fails and its partitions go on; so does the journal, in this file.
+		err = fmt.Errorf("journal %s: %w: %w", journalPath(j.dir, j.seq), errJournalWrite, err)
+		for _, e := range group {
+			e.err = err
+		}
+		return
+	}
 	if err == nil {
 		err = fdatasync(int(j.f.Fd()))
 		j.l.metrics.fsyncSeconds.UpdateDuration(start)
@@ -295,6 +314,10 @@ type journalRecord struct {
 	base, pos int64
 	b         []byte
 }
+
+// errJournalWrite marks a journal round whose write failed before anything was synced:
+// the partitions undo their writes as after a failed segment write and go on.
+var errJournalWrite = errors.New("write failed")
 
 // errJournalMagic is a journal file that does not start with the journal's magic.
 var errJournalMagic = errors.New("not a journal file (bad magic)")

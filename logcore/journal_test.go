@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"sync"
 	"testing"
 	"time"
@@ -277,4 +278,50 @@ func FuzzJournal(f *testing.F) {
 			t.Fatalf("re-encoded entries differ from the %d bytes read", len(b)-torn)
 		}
 	})
+}
+
+// TestJournalWriteFault: a journal write that fails (ENOSPC, after a partial write)
+// fails only the appends of its round, as a failed segment write does: nothing of them
+// becomes visible, the next append takes the same offset, the partition is not failed,
+// and after a power cut and a reopen the acknowledged records are there and the failed
+// one is not.
+func TestJournalWriteFault(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{Fsync: FsyncAlways})
+	d := watchSyncs(l)
+	tp, err := l.Topic("samples", TopicConfig{Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fault sync.Mutex
+	var next error
+	l.testHooks.journalWriteFault = func() error { fault.Lock(); defer fault.Unlock(); e := next; next = nil; return e }
+	app := func(v string) (int64, error) {
+		return tp.Append(context.Background(), 0, []Record{rec("", v, 0)})
+	}
+	acked := [][]string{nil}
+	for i := 0; i < 3; i++ {
+		v := fmt.Sprintf("ok-%d", i)
+		if _, err := app(v); err != nil {
+			t.Fatal(err)
+		}
+		acked[0] = append(acked[0], v)
+	}
+	fault.Lock()
+	next = syscall.ENOSPC
+	fault.Unlock()
+	if _, err := app("lost"); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("append with a failing journal write: %v, want ENOSPC", err)
+	}
+	checkAcked(t, tp, acked)
+	off, err := app("after")
+	if err != nil || off != 3 {
+		t.Fatalf("append after a failed journal write: %d, %v; want offset 3", off, err)
+	}
+	acked[0] = append(acked[0], "after")
+	cut := t.TempDir()
+	d.powerLoss(t, dir, cut, true)
+	l.Close()
+	l2, _ := reopenChecked(t, cut, acked)
+	l2.Close()
 }

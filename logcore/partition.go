@@ -552,6 +552,17 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 		} else {
 			err = pt.sync()
 		}
+		if err != nil && errors.Is(err, errJournalWrite) {
+			// Nothing was synced: undo the write as after a failed segment write.
+			err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
+			if terr := s.f.Truncate(pos); terr != nil {
+				pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", err, pos, terr))
+			}
+			for _, r := range pending {
+				r.finish(-1, err)
+			}
+			return
+		}
 		if err != nil {
 			err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
 			if terr := s.f.Truncate(pos); terr != nil {
