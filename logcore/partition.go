@@ -527,19 +527,25 @@ func (pt *partition) aged(cfg TopicConfig) bool {
 	return cfg.SegmentAge > 0 && pt.log.nowMs()-pt.active.created >= cfg.SegmentAge.Milliseconds()
 }
 
+// undoWrite fails the round of pending, whose write at pos failed with err, truncating
+// the segment back to pos; the partition goes on unless the truncate fails too.
+func (pt *partition) undoWrite(s *segment, pending []*appendReq, pos int64, err error) {
+	err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
+	if terr := s.f.Truncate(pos); terr != nil {
+		pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", err, pos, terr))
+	}
+	for _, r := range pending {
+		r.finish(-1, err)
+	}
+}
+
 // flush writes pt.wbuf (the batches of pending, ending at offset next) to the active
 // segment, syncs per policy, publishes and answers every request.
 func (pt *partition) flush(pending []*appendReq, next int64) {
 	s := pt.active
 	pos := s.size.Load()
 	if err := pt.writeAt(s, pt.wbuf, pos); err != nil {
-		err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
-		if terr := s.f.Truncate(pos); terr != nil {
-			pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", err, pos, terr))
-		}
-		for _, r := range pending {
-			r.finish(-1, err)
-		}
+		pt.undoWrite(s, pending, pos, err)
 		return
 	}
 	pt.dirty = true
@@ -554,13 +560,7 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 		}
 		if err != nil && errors.Is(err, errJournalWrite) {
 			// Nothing was synced: undo the write as after a failed segment write.
-			err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
-			if terr := s.f.Truncate(pos); terr != nil {
-				pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", err, pos, terr))
-			}
-			for _, r := range pending {
-				r.finish(-1, err)
-			}
+			pt.undoWrite(s, pending, pos, err)
 			return
 		}
 		if err != nil {
