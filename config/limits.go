@@ -30,6 +30,8 @@ type LimitsConfig struct {
 	// MaxDownstreamLag is how many records of the samples topic the query store may
 	// have left to materialize before writes are refused with 429 and Retry-After (and
 	// NATS consumers wait); 0 is unlimited. Everything acknowledged is in the log either way.
+	// While ingest is saturated the query store holds back up to half of it (50,000
+	// records when unlimited).
 	MaxDownstreamLag int `yaml:"max_downstream_lag"`
 }
 

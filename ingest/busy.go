@@ -69,8 +69,8 @@ func (b *busyMeter) busy(now time.Time) bool {
 // hold back while it is true. It is cheap and safe for concurrent use.
 func (w *Writer) Busy() bool { return w.busy.busy(time.Now()) }
 
-// work marks a request as being decoded or appended until the returned func is called.
-func (w *Writer) work() func() {
-	w.busy.add(time.Now(), 1)
-	return func() { w.busy.add(time.Now(), -1) }
-}
+// beginWork marks a request as being decoded or appended, until endWork.
+func (w *Writer) beginWork() { w.busy.add(time.Now(), 1) }
+
+// endWork ends what beginWork began.
+func (w *Writer) endWork() { w.busy.add(time.Now(), -1) }

@@ -77,20 +77,21 @@ func TestBusyMeter(t *testing.T) {
 	}
 }
 
-// TestWriterBusy: Busy and work on a real Writer and clock.
+// TestWriterBusy: Busy, beginWork and endWork on a real Writer and clock.
 func TestWriterBusy(t *testing.T) {
 	_, tp := testLog(t, 1, 0)
 	w, _ := testWriter(t, tp, nil)
 	if w.Busy() {
 		t.Fatal("busy before any request")
 	}
-	done1, done2 := w.work(), w.work()
+	w.beginWork()
+	w.beginWork()
 	time.Sleep(3 * busyTau)
 	if !w.Busy() {
 		t.Fatalf("not busy after two requests worked for %v", 3*busyTau)
 	}
-	done1()
-	done2()
+	w.endWork()
+	w.endWork()
 	time.Sleep(3 * busyTau)
 	if w.Busy() {
 		t.Fatalf("still busy %v after the requests", 3*busyTau)

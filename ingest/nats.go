@@ -285,7 +285,8 @@ func (n *NATSIngest) process(ctx context.Context, nb *natsBatch, msgs []*inMsg) 
 		return err
 	}
 	defer n.opts.Writer.Release(3 * size)
-	defer n.opts.Writer.work()()
+	n.opts.Writer.beginWork()
+	defer n.opts.Writer.endWork()
 	skip := func(i, p int) bool { return msgs[b.Source[i]].parts[p] }
 	res, err := n.opts.Writer.WriteSkipping(ctx, b, ProtocolNATS, skip)
 	for i := range b.Series {

@@ -170,7 +170,8 @@ func (h *RemoteWriteHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) 
 		return
 	}
 	defer h.w.Release(charge)
-	defer h.w.work()()
+	h.w.beginWork()
+	defer h.w.endWork()
 	if cap(st.decoded) < n {
 		st.decoded = make([]byte, n)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,21 +142,7 @@ func (j *journal) run() {
 	defer close(j.exited)
 	group := make([]*journalEntry, 0, 64)
 	for e := range j.q {
-		group = append(group[:0], e)
-		bytes := len(e.b)
-	drain:
-		for bytes < maxGroupBytes {
-			select {
-			case e, ok := <-j.q:
-				if !ok {
-					break drain
-				}
-				group = append(group, e)
-				bytes += len(e.b)
-			default:
-				break drain
-			}
-		}
+		group, _ = drain(j.q, append(group[:0], e), func(e *journalEntry) int { return len(e.b) })
 		j.write(group)
 		for _, e := range group {
 			e.done <- struct{}{}
@@ -177,10 +164,10 @@ func (j *journal) run() {
 // write appends group's entries to the current file and syncs it, setting each entry's
 // error. A write that fails is truncated away and fails only its round (wrapping
 // errJournalWrite). After a failed sync (or a write that cannot be truncated away)
-// the round is truncated away and the file
-// abandoned (the page cache may hold bytes that never reach the disk): the journal goes
-// on in a new one, and the failed file, whose earlier rounds' segments may not be
-// synced, is left for the next open to replay.
+// the round is truncated away and the file abandoned (the page cache may hold bytes
+// that never reach the disk): the journal goes on in a new one, and the failed file,
+// whose earlier rounds' segments may not be synced, is left for the next open to
+// replay.
 func (j *journal) write(group []*journalEntry) {
 	if j.failed != nil {
 		for _, e := range group {
@@ -401,6 +388,7 @@ func replayJournal(l *FileLog) (uint64, error) {
 		}
 	}()
 	var written, entries int
+	var have []byte // a segment's bytes where an entry goes
 	for _, seq := range seqs {
 		path := journalPath(dir, seq)
 		b, err := os.ReadFile(path)
@@ -441,7 +429,7 @@ func replayJournal(l *FileLog) (uint64, error) {
 				}
 				open[seg] = f
 			}
-			have := make([]byte, len(r.b))
+			have = slices.Grow(have[:0], len(r.b))[:len(r.b)]
 			if n, err := f.ReadAt(have, r.pos); n == len(have) && string(have) == string(r.b) {
 				continue
 			} else if err != nil && !errors.Is(err, io.EOF) {

@@ -83,7 +83,7 @@ type appendGroup struct {
 
 var groupPool = sync.Pool{New: func() any { return &appendGroup{done: make(chan struct{}, 1)} }}
 
-// release returns a request that was part of a group (finished) to its pool.
+// release returns a finished request to its pool.
 func (r *appendReq) release() {
 	r.ctx, r.err, r.group = nil, nil, nil
 	if cap(r.buf) <= 1<<20 {
@@ -401,10 +401,7 @@ func (pt *partition) submitIn(ctx context.Context, recs []Record, g *appendGroup
 func (r *appendReq) await() (int64, error) {
 	<-r.done
 	base, err := r.base, r.err
-	r.ctx, r.err = nil, nil
-	if cap(r.buf) <= 1<<20 {
-		reqPool.Put(r)
-	}
+	r.release()
 	return base, err
 }
 
@@ -417,6 +414,28 @@ func (r *appendReq) finish(base int64, err error) {
 		return
 	}
 	r.done <- struct{}{}
+}
+
+// drain appends to group (not empty) what q holds at this moment, until group holds
+// maxGroupBytes by size; open is false when it found q closed.
+func drain[T any](q <-chan T, group []T, size func(T) int) (_ []T, open bool) {
+	bytes := 0
+	for _, v := range group {
+		bytes += size(v)
+	}
+	for bytes < maxGroupBytes {
+		select {
+		case v, ok := <-q:
+			if !ok {
+				return group, false
+			}
+			group = append(group, v)
+			bytes += size(v)
+		default:
+			return group, true
+		}
+	}
+	return group, true
 }
 
 // run is the writer goroutine: it takes every queued append, writes them as one group
@@ -437,23 +456,8 @@ func (pt *partition) run() {
 				pt.shutdown()
 				return
 			}
-			group = append(group[:0], r)
-			bytes := len(r.buf)
-			open := true
-		drain:
-			for bytes < maxGroupBytes {
-				select {
-				case r, ok := <-pt.queue:
-					if !ok {
-						open = false
-						break drain
-					}
-					group = append(group, r)
-					bytes += len(r.buf)
-				default:
-					break drain
-				}
-			}
+			var open bool
+			group, open = drain(pt.queue, append(group[:0], r), func(r *appendReq) int { return len(r.buf) })
 			pt.commit(group)
 			clear(group)
 			if !open {
@@ -550,15 +554,10 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 	}
 	pt.dirty = true
 	if pt.policy == FsyncAlways {
-		var err error
-		if j := pt.log.journal; j != nil {
-			// One journal write and fdatasync serve every partition's round; the
-			// segment is synced later (see journal.go).
-			err = j.commit(pt, s.base, pos, pt.wbuf)
-		} else {
-			err = pt.sync()
-		}
-		if err != nil && errors.Is(err, errJournalWrite) {
+		// One journal write and fdatasync serve every partition's round; the segment
+		// is synced later (see journal.go).
+		err := pt.log.journal.commit(pt, s.base, pos, pt.wbuf)
+		if errors.Is(err, errJournalWrite) {
 			// Nothing was synced: undo the write as after a failed segment write.
 			pt.undoWrite(s, pending, pos, err)
 			return
