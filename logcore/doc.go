@@ -109,9 +109,11 @@
 // fdatasyncs of different files are served one after another: eight partitions took
 // eight times as long as one). The writer does not sync its segment: it hands the bytes
 // it wrote, with its topic, partition, segment and position, to the journal's goroutine,
-// which appends the entries of every writer waiting at that moment to its current file
-// (each entry framed with its length and CRC32C) and syncs that file once; then the
-// writers answer. A segment is synced when it rolls, when the log closes, and when the
+// which appends the entries waiting at that moment to its current file (each entry
+// framed with its length and CRC32C) and syncs that file once; then the writers publish
+// those rounds and answer their appends. A writer does not wait for its round: it goes
+// on writing the next ones (at most 8 in flight), so that while the journal syncs, every
+// partition's next round gets ready for the following sync. A segment is synced when it rolls, when the log closes, and when the
 // journal file passes Options.JournalBytes (64 MiB): the journal then goes on in a new
 // file and removes the old one once every partition that wrote to it has synced its
 // segment. On open, before any partition loads, every journal entry for its partition's
@@ -122,8 +124,10 @@
 // file, as nothing after it was acknowledged. A journal write that fails (a full disk,
 // say) is truncated away and fails only the appends of its round, which undo their
 // segment writes as after a failed segment write below; the partitions and the journal
-// go on. A failed journal sync fails the appends of its round, which truncate their
-// segments and fail their partitions as after a failed segment sync below; the journal
+// go on. The rounds a partition wrote after a failed one fail with it, unjournaled, as
+// their bytes are cut away with it. A failed journal sync fails the appends of its
+// round, which truncate their segments and fail their partitions as after a failed
+// segment sync below; the journal
 // truncates the round away and goes on in a new file, leaving the old one to be
 // replayed at the next open. Topic names starting with __ are reserved for the log's
 // own files.

@@ -50,10 +50,14 @@ type journal struct {
 	exited chan struct{}
 
 	// Owned by the journal goroutine.
-	f        *os.File
-	seq      uint64
-	size     int64
-	writers  map[*partition]struct{} // partitions with entries in the current file
+	f       *os.File
+	seq     uint64
+	size    int64
+	writers map[*partition]struct{} // partitions with entries in the current file
+	// spoilt holds, for each partition whose round failed, that round's epoch: its
+	// later rounds of the same epoch were written after the failed one and fail
+	// unwritten, so that no journal entry ever covers bytes its partition cut away.
+	spoilt   map[*partition]uint64
 	buf      []byte
 	retiring sync.WaitGroup
 	// failed is set when a write failed and no new file could be made: every later
@@ -61,17 +65,21 @@ type journal struct {
 	failed error
 }
 
-// journalEntry is one partition's written batches waiting to be journaled.
+// journalEntry is one partition's round: batches written to its segment, waiting to be
+// journaled. The journal hands it back on the partition's landed channel, in the order
+// the partition submitted its rounds.
 type journalEntry struct {
-	pt   *partition
-	base int64 // the segment's base offset
-	pos  int64 // where the bytes start in the segment
-	b    []byte
-	err  error
-	done chan struct{}
+	pt    *partition
+	base  int64 // the segment's base offset
+	pos   int64 // where the bytes start in the segment
+	next  int64 // the offset after the round's last record
+	epoch uint64
+	b     []byte
+	reqs  []*appendReq // the round's appends, answered when it lands
+	err   error
 }
 
-var journalEntryPool = sync.Pool{New: func() any { return &journalEntry{done: make(chan struct{}, 1)} }}
+var journalEntryPool = sync.Pool{New: func() any { return new(journalEntry) }}
 
 // openJournal starts a journal on a new file after the highest sequence in use (replay
 // has emptied the folder by then).
@@ -83,6 +91,7 @@ func openJournal(l *FileLog, firstSeq uint64) (*journal, error) {
 		q:       make(chan *journalEntry, queueLen),
 		exited:  make(chan struct{}),
 		writers: map[*partition]struct{}{},
+		spoilt:  map[*partition]uint64{},
 	}
 	if err := os.MkdirAll(j.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create journal folder: %w", err)
@@ -123,17 +132,12 @@ func (j *journal) create(seq uint64) error {
 	return nil
 }
 
-// commit journals b, which pt has just written to segment base at pos, and returns once
-// it is durable (or why it is not). Only pt's writer calls it, one call at a time.
-func (j *journal) commit(pt *partition, base, pos int64, b []byte) error {
-	e := journalEntryPool.Get().(*journalEntry)
-	e.pt, e.base, e.pos, e.b, e.err = pt, base, pos, b, nil
+// submit queues e, a round its partition has just written, without waiting: the
+// journal hands e back on the partition's landed channel once e is durable (e.err nil)
+// or has failed. Rounds land in the order each partition submits them.
+func (j *journal) submit(e *journalEntry) {
+	e.err = nil
 	j.q <- e
-	<-e.done
-	err := e.err
-	e.pt, e.b, e.err = nil, nil, nil
-	journalEntryPool.Put(e)
-	return err
 }
 
 // run writes each group of queued entries with one write and one fdatasync, until the
@@ -143,9 +147,15 @@ func (j *journal) run() {
 	group := make([]*journalEntry, 0, 64)
 	for e := range j.q {
 		group, _ = drain(j.q, append(group[:0], e), func(e *journalEntry) int { return len(e.b) })
-		j.write(group)
+		group = j.failSpoilt(group)
+		if len(group) > 0 {
+			j.write(group)
+		}
 		for _, e := range group {
-			e.done <- struct{}{}
+			if e.err != nil {
+				j.spoilt[e.pt] = e.epoch
+			}
+			e.pt.landed <- e // never blocks: see maxRoundsInFlight
 		}
 		clear(group)
 		if j.size >= j.limit {
@@ -159,6 +169,26 @@ func (j *journal) run() {
 	j.f.Close()
 	// Every partition has closed (syncing its segment): the last file is spent too.
 	j.retire(j.seq, j.writers)
+}
+
+// failSpoilt answers, failed, the entries of group that follow a failed round of their
+// partition (same epoch), and returns the others.
+func (j *journal) failSpoilt(group []*journalEntry) []*journalEntry {
+	if len(j.spoilt) == 0 {
+		return group
+	}
+	keep := group[:0]
+	for _, e := range group {
+		if ep, ok := j.spoilt[e.pt]; ok && ep == e.epoch {
+			e.err = fmt.Errorf("%w: an earlier round of the partition failed", errJournalWrite)
+			e.pt.landed <- e
+			continue
+		}
+		delete(j.spoilt, e.pt)
+		keep = append(keep, e)
+	}
+	clear(group[len(keep):])
+	return keep
 }
 
 // write appends group's entries to the current file and syncs it, setting each entry's

@@ -7,8 +7,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -319,6 +321,112 @@ func TestJournalWriteFault(t *testing.T) {
 		t.Fatalf("append after a failed journal write: %d, %v; want offset 3", off, err)
 	}
 	acked[0] = append(acked[0], "after")
+	cut := t.TempDir()
+	d.powerLoss(t, dir, cut, true)
+	l.Close()
+	l2, _ := reopenChecked(t, cut, acked)
+	l2.Close()
+}
+
+// TestJournalWriteFaultInFlight fails journal writes while a partition has several
+// rounds in flight (the journal is slowed so that they pile up): a failed round fails
+// every round written after it, the partition goes on, and exactly the acknowledged
+// records are in the log, in offset order, before and after a power cut.
+func TestJournalWriteFaultInFlight(t *testing.T) {
+	dir := t.TempDir()
+	l := openTest(t, dir, Options{Fsync: FsyncAlways})
+	d := watchSyncs(l)
+	tp, err := l.Topic("samples", TopicConfig{Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes atomic.Int64
+	l.testHooks.journalWriteFault = func() error {
+		time.Sleep(200 * time.Microsecond)
+		if writes.Add(1)%7 == 3 {
+			return syscall.ENOSPC
+		}
+		return nil
+	}
+	type ack struct {
+		off int64
+		v   string
+	}
+	var (
+		mu     sync.Mutex
+		acks   []ack
+		failed int
+		wg     sync.WaitGroup
+	)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 60; i++ {
+				v := fmt.Sprintf("w%d-%d", w, i)
+				off, err := tp.Append(context.Background(), 0, []Record{rec("", v, 0)})
+				mu.Lock()
+				if err != nil {
+					if !errors.Is(err, errJournalWrite) {
+						t.Errorf("append %s: %v, want a failed journal write", v, err)
+					}
+					failed++
+				} else {
+					acks = append(acks, ack{off, v})
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if failed == 0 || len(acks) == 0 {
+		t.Fatalf("%d appends failed and %d succeeded; want some of each", failed, len(acks))
+	}
+	sort.Slice(acks, func(i, j int) bool { return acks[i].off < acks[j].off })
+	acked := [][]string{nil}
+	for i, a := range acks {
+		if a.off != int64(i) {
+			t.Fatalf("acknowledged offsets %d: %d, want %d (a gap or a repeat)", i, a.off, i)
+		}
+		acked[0] = append(acked[0], a.v)
+	}
+	checkAcked(t, tp, acked)
+
+	// Last, a failed round with two rounds behind it and nothing after them: the two
+	// must fail unjournaled, or the next open would write them back.
+	entered, release := make(chan struct{}), make(chan error)
+	var calls atomic.Int64
+	l.testHooks.journalWriteFault = func() error {
+		if calls.Add(1) > 1 {
+			return nil
+		}
+		entered <- struct{}{}
+		return <-release
+	}
+	errs := make(chan error, 3)
+	for i, v := range []string{"held", "behind-1", "behind-2"} {
+		go func() {
+			_, err := tp.Append(context.Background(), 0, []Record{rec("", v, 0)})
+			errs <- err
+		}()
+		if i == 0 {
+			<-entered
+			continue
+		}
+		for len(l.journal.q) < i {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	release <- syscall.ENOSPC
+	for range 3 {
+		if err := <-errs; !errors.Is(err, errJournalWrite) {
+			t.Fatalf("append in or behind a failed round: %v, want a failed journal write", err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d journal writes; the rounds behind the failed one must not be written", n)
+	}
+	checkAcked(t, tp, acked)
 	cut := t.TempDir()
 	d.powerLoss(t, dir, cut, true)
 	l.Close()

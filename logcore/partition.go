@@ -25,6 +25,10 @@ const (
 	// indexFlushEntries is how many index entries the writer collects before it
 	// writes them to the index files (roll and close write the rest).
 	indexFlushEntries = 16
+	// maxRoundsInFlight bounds the rounds a FsyncAlways partition has handed to the
+	// journal and not yet seen land: its landed channel holds that many, so the journal
+	// never waits for a partition.
+	maxRoundsInFlight = 8
 )
 
 // partition is one partition of a topic: its segments, its writer goroutine and the
@@ -52,12 +56,22 @@ type partition struct {
 	syncReq     chan chan error
 	shutdownErr error
 
+	// landed carries the journal's answers to this partition's rounds (FsyncAlways).
+	landed chan *journalEntry
+
 	// Writer-owned.
 	policy FsyncPolicy
 	active *segment
 	failed error
 	dirty  bool // written but not synced
 	wbuf   []byte
+	// Under FsyncAlways a round is published when the journal has made it durable,
+	// and the writer goes on writing in the meantime: inFlight rounds are written and
+	// not yet landed, and the next one goes at wpos with offset wnext. epoch counts the
+	// failed rounds (see journal.failSpoilt).
+	inFlight    int
+	wpos, wnext int64
+	epoch       uint64
 }
 
 // appendReq is one Append waiting for the writer.
@@ -106,6 +120,9 @@ func openPartition(t *fileTopic, id int, policy FsyncPolicy) (*partition, error)
 		exited:  make(chan struct{}),
 		syncReq: make(chan chan error),
 		policy:  policy,
+	}
+	if policy == FsyncAlways {
+		pt.landed = make(chan *journalEntry, maxRoundsInFlight)
 	}
 	if err := os.MkdirAll(pt.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open partition %s: %w", pt.name, err)
@@ -464,6 +481,8 @@ func (pt *partition) run() {
 				pt.shutdown()
 				return
 			}
+		case e := <-pt.landed:
+			pt.land(e)
 		case reply := <-pt.syncReq:
 			reply <- pt.journalSync()
 		case <-tick:
@@ -476,11 +495,23 @@ func (pt *partition) run() {
 	}
 }
 
+// writeEnd returns where the next round goes in the active segment: its position and
+// its first offset.
+func (pt *partition) writeEnd() (pos, next int64) {
+	if pt.inFlight > 0 {
+		return pt.wpos, pt.wnext
+	}
+	return pt.active.size.Load(), pt.active.next.Load()
+}
+
 // commit writes a group of appends, rolling the segment between them as needed.
 func (pt *partition) commit(group []*appendReq) {
 	cfg := pt.topic.config()
+	for pt.inFlight >= maxRoundsInFlight {
+		pt.land(<-pt.landed)
+	}
 	pending := group[:0:0]
-	next := pt.active.next.Load()
+	_, next := pt.writeEnd()
 	pt.wbuf = pt.wbuf[:0]
 	for _, r := range group {
 		if pt.failed != nil {
@@ -491,13 +522,16 @@ func (pt *partition) commit(group []*appendReq) {
 			r.finish(-1, err)
 			continue
 		}
-		size := pt.active.size.Load() + int64(len(pt.wbuf))
+		pos, _ := pt.writeEnd()
+		size := pos + int64(len(pt.wbuf))
 		if size > segmentHeaderSize && (size+int64(len(r.buf)) > cfg.SegmentBytes || pt.aged(cfg)) {
 			if len(pending) > 0 {
 				pt.flush(pending, next)
 				pending = pending[:0]
 				pt.wbuf = pt.wbuf[:0]
 			}
+			pt.landAll()
+			_, next = pt.writeEnd()
 			if pt.failed == nil {
 				if err := pt.roll(); err != nil {
 					err = fmt.Errorf("append to %s: roll to a new segment: %w", pt.name, err)
@@ -544,10 +578,11 @@ func (pt *partition) undoWrite(s *segment, pending []*appendReq, pos int64, err 
 }
 
 // flush writes pt.wbuf (the batches of pending, ending at offset next) to the active
-// segment, syncs per policy, publishes and answers every request.
+// segment, then publishes and answers every request: at once, or under FsyncAlways
+// once the journal has made the round durable (see land).
 func (pt *partition) flush(pending []*appendReq, next int64) {
 	s := pt.active
-	pos := s.size.Load()
+	pos, _ := pt.writeEnd()
 	if err := pt.writeAt(s, pt.wbuf, pos); err != nil {
 		pt.undoWrite(s, pending, pos, err)
 		return
@@ -555,25 +590,74 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 	pt.dirty = true
 	if pt.policy == FsyncAlways {
 		// One journal write and fdatasync serve every partition's round; the segment
-		// is synced later (see journal.go).
-		err := pt.log.journal.commit(pt, s.base, pos, pt.wbuf)
-		if errors.Is(err, errJournalWrite) {
-			// Nothing was synced: undo the write as after a failed segment write.
-			pt.undoWrite(s, pending, pos, err)
-			return
+		// is synced later (see journal.go). The writer goes on with the next round.
+		e := journalEntryPool.Get().(*journalEntry)
+		e.pt, e.base, e.pos, e.next, e.epoch = pt, s.base, pos, next, pt.epoch
+		e.b, pt.wbuf = pt.wbuf, e.b[:0]
+		e.reqs = append(e.reqs[:0], pending...)
+		pt.wpos, pt.wnext = pos+int64(len(e.b)), next
+		pt.inFlight++
+		pt.log.journal.submit(e)
+		return
+	}
+	pt.publish(s, pos, next, pending, pt.wbuf)
+}
+
+// land publishes a round the journal has answered, or fails it with every round
+// written after it (their bytes are cut away with it).
+func (pt *partition) land(e *journalEntry) {
+	pt.inFlight--
+	s := pt.active // rounds land before a roll
+	if e.err == nil {
+		pt.publish(s, e.pos, e.next, e.reqs, e.b)
+		pt.recycle(e)
+		return
+	}
+	if errors.Is(e.err, errJournalWrite) {
+		// Nothing was synced: undo the write as after a failed segment write.
+		pt.undoWrite(s, e.reqs, e.pos, e.err)
+	} else {
+		err := fmt.Errorf("append to %s at offset %d: %w", pt.name, e.reqs[0].base, e.err)
+		if terr := s.f.Truncate(e.pos); terr != nil {
+			pt.logger().Error("cannot truncate after a failed sync", "err", terr)
 		}
-		if err != nil {
-			err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
-			if terr := s.f.Truncate(pos); terr != nil {
-				pt.logger().Error("cannot truncate after a failed sync", "err", terr)
-			}
-			pt.fail(err)
-			for _, r := range pending {
-				r.finish(-1, err)
-			}
-			return
+		pt.fail(err)
+		for _, r := range e.reqs {
+			r.finish(-1, err)
 		}
 	}
+	err := e.err
+	pt.recycle(e)
+	for pt.inFlight > 0 {
+		later := <-pt.landed
+		pt.inFlight--
+		for _, r := range later.reqs {
+			r.finish(-1, fmt.Errorf("append to %s at offset %d: %w", pt.name, r.base, err))
+		}
+		pt.recycle(later)
+	}
+	pt.epoch++
+}
+
+// landAll waits for every round in flight to land.
+func (pt *partition) landAll() {
+	for pt.inFlight > 0 {
+		pt.land(<-pt.landed)
+	}
+}
+
+// recycle returns a landed entry to its pool, keeping its buffer.
+func (pt *partition) recycle(e *journalEntry) {
+	clear(e.reqs)
+	e.pt, e.reqs, e.err = nil, e.reqs[:0], nil
+	if cap(e.b) <= maxGroupBytes {
+		journalEntryPool.Put(e)
+	}
+}
+
+// publish makes the batches of pending, written as b at pos and ending at offset next,
+// visible to readers, answers the appends and notes the batches in the indexes.
+func (pt *partition) publish(s *segment, pos, next int64, pending []*appendReq, b []byte) {
 	p := pos
 	var records int64
 	for _, r := range pending {
@@ -589,7 +673,7 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 	close(pt.notify)
 	pt.notify = make(chan struct{})
 	pt.mu.Unlock()
-	pt.log.metrics.appendedBytes.Add(len(pt.wbuf))
+	pt.log.metrics.appendedBytes.Add(len(b))
 	pt.log.metrics.appendedRecords.Add(int(records))
 	for _, r := range pending {
 		r.finish(r.base, nil)
@@ -717,6 +801,7 @@ func (e *rollError) Unwrap() error { return e.err }
 // shutdown runs on the writer when the queue is closed: it syncs and closes the active
 // segment's files.
 func (pt *partition) shutdown() {
+	pt.landAll()
 	s := pt.active
 	pt.shutdownErr = pt.failed
 	if pt.dirty {
