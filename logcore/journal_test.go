@@ -33,6 +33,19 @@ func watchSyncs(l *FileLog) *durableSizes {
 	return d
 }
 
+// openWatched opens a FsyncAlways log in dir whose syncs are watched, with a topic
+// "samples" of the given partitions.
+func openWatched(t *testing.T, dir string, partitions int) (*FileLog, *durableSizes, Topic) {
+	t.Helper()
+	l := openTest(t, dir, Options{Fsync: FsyncAlways})
+	d := watchSyncs(l)
+	tp, err := l.Topic("samples", TopicConfig{Partitions: partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, d, tp
+}
+
 // powerLoss copies the log in src to dst as a power cut would leave it: of each segment
 // and journal file only the bytes an fdatasync made durable (a segment never synced
 // after its creation keeps its header), every other file whole. withJournal false also
@@ -143,12 +156,7 @@ func countRecords(t *testing.T, tp Topic) int {
 // journal files the same cut loses records, so the journal is what kept them.
 func TestJournalPowerLoss(t *testing.T) {
 	dir := t.TempDir()
-	l := openTest(t, dir, Options{Fsync: FsyncAlways})
-	d := watchSyncs(l)
-	tp, err := l.Topic("samples", TopicConfig{Partitions: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, d, tp := openWatched(t, dir, 4)
 	acked := appendConcurrently(t, tp, 200)
 
 	cut := t.TempDir()
@@ -289,12 +297,7 @@ func FuzzJournal(f *testing.F) {
 // one is not.
 func TestJournalWriteFault(t *testing.T) {
 	dir := t.TempDir()
-	l := openTest(t, dir, Options{Fsync: FsyncAlways})
-	d := watchSyncs(l)
-	tp, err := l.Topic("samples", TopicConfig{Partitions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, d, tp := openWatched(t, dir, 1)
 	var fault sync.Mutex
 	var next error
 	l.testHooks.journalWriteFault = func() error { fault.Lock(); defer fault.Unlock(); e := next; next = nil; return e }
@@ -334,12 +337,7 @@ func TestJournalWriteFault(t *testing.T) {
 // records are in the log, in offset order, before and after a power cut.
 func TestJournalWriteFaultInFlight(t *testing.T) {
 	dir := t.TempDir()
-	l := openTest(t, dir, Options{Fsync: FsyncAlways})
-	d := watchSyncs(l)
-	tp, err := l.Topic("samples", TopicConfig{Partitions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, d, tp := openWatched(t, dir, 1)
 	var writes atomic.Int64
 	l.testHooks.journalWriteFault = func() error {
 		time.Sleep(200 * time.Microsecond)
