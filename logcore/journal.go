@@ -66,10 +66,12 @@ type journal struct {
 }
 
 // journalEntry is one partition's round: batches written to its segment, waiting to be
-// journaled. The journal hands it back on the partition's landed channel, in the order
+// journaled. Once the round is durable the journal publishes it (see partition.publish);
+// either way it hands the entry back on the partition's landed channel, in the order
 // the partition submitted its rounds.
 type journalEntry struct {
 	pt    *partition
+	seg   *segment
 	base  int64 // the segment's base offset
 	pos   int64 // where the bytes start in the segment
 	next  int64 // the offset after the round's last record
@@ -154,6 +156,10 @@ func (j *journal) run() {
 		for _, e := range group {
 			if e.err != nil {
 				j.spoilt[e.pt] = e.epoch
+			} else {
+				// Published here rather than by the partition's writer: the appends
+				// are answered without waiting for it to be scheduled.
+				e.pt.publish(e.seg, e.pos, e.next, e.reqs, e.b)
 			}
 			e.pt.landed <- e // never blocks: see maxRoundsInFlight
 		}

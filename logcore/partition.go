@@ -592,7 +592,7 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 		// One journal write and fdatasync serve every partition's round; the segment
 		// is synced later (see journal.go). The writer goes on with the next round.
 		e := journalEntryPool.Get().(*journalEntry)
-		e.pt, e.base, e.pos, e.next, e.epoch = pt, s.base, pos, next, pt.epoch
+		e.pt, e.seg, e.base, e.pos, e.next, e.epoch = pt, s, s.base, pos, next, pt.epoch
 		e.b, pt.wbuf = pt.wbuf, e.b[:0]
 		e.reqs = append(e.reqs[:0], pending...)
 		pt.wpos, pt.wnext = pos+int64(len(e.b)), next
@@ -603,14 +603,14 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 	pt.publish(s, pos, next, pending, pt.wbuf)
 }
 
-// land publishes a round the journal has answered, or fails it with every round
-// written after it (their bytes are cut away with it).
+// land takes back a round the journal has answered: published already, or failed,
+// in which case it fails every round written after it too (their bytes are cut away
+// with it).
 func (pt *partition) land(e *journalEntry) {
 	pt.inFlight--
 	s := pt.active // rounds land before a roll
 	if e.err == nil {
-		pt.publish(s, e.pos, e.next, e.reqs, e.b)
-		pt.recycle(e)
+		pt.recycle(e) // the journal has published it
 		return
 	}
 	if errors.Is(e.err, errJournalWrite) {
@@ -649,14 +649,17 @@ func (pt *partition) landAll() {
 // recycle returns a landed entry to its pool, keeping its buffer.
 func (pt *partition) recycle(e *journalEntry) {
 	clear(e.reqs)
-	e.pt, e.reqs, e.err = nil, e.reqs[:0], nil
+	e.pt, e.seg, e.reqs, e.err = nil, nil, e.reqs[:0], nil
 	if cap(e.b) <= maxGroupBytes {
 		journalEntryPool.Put(e)
 	}
 }
 
 // publish makes the batches of pending, written as b at pos and ending at offset next,
-// visible to readers, answers the appends and notes the batches in the indexes.
+// visible to readers, answers the appends and notes the batches in the indexes. It runs
+// on the writer, or under FsyncAlways on the journal's goroutine, which publishes each
+// partition's rounds in order; the writer then touches the indexes only when no round
+// is in flight (at roll and close, after landAll).
 func (pt *partition) publish(s *segment, pos, next int64, pending []*appendReq, b []byte) {
 	p := pos
 	var records int64
