@@ -295,10 +295,6 @@ func procPeakRSS(pid int) int64 {
 	return 0
 }
 
-// saveProfile writes what vigil serve's /debug/pprof/<what> answers to path (nothing
-// when path is empty): VIGIL_PEER_CPUPROFILE gets 5 s of CPU profile and
-// VIGIL_PEER_TRACE 3 s of execution trace (for go tool trace -pprof=sync|syscall|sched),
-// taken under the benchmark's load.
 // printMetrics logs the lines of vigil serve's /metrics that contain match (after the
 // load, when VIGIL_PEER_METRICS is set: "materializer", say).
 func printMetrics(b *testing.B, addr, match string) {
@@ -317,6 +313,10 @@ func printMetrics(b *testing.B, addr, match string) {
 	}
 }
 
+// saveProfile writes what vigil serve's /debug/pprof/<what> answers to path (nothing
+// when path is empty): VIGIL_PEER_CPUPROFILE gets 5 s of CPU profile and
+// VIGIL_PEER_TRACE 3 s of execution trace (for go tool trace -pprof=sync|syscall|sched),
+// taken under the benchmark's load.
 func saveProfile(addr, what, path string) {
 	if path == "" {
 		return
