@@ -110,10 +110,12 @@
 // eight times as long as one). The writer does not sync its segment: it hands the bytes
 // it wrote, with its topic, partition, segment and position, to the journal's goroutine,
 // which appends the entries waiting at that moment to its current file (each entry
-// framed with its length and CRC32C) and syncs that file once; then the writers publish
-// those rounds and answer their appends. A writer does not wait for its round: it goes
+// framed with its length and CRC32C) and syncs that file once; then it publishes those
+// rounds and answers their appends itself. A writer does not wait for its round: it goes
 // on writing the next ones (at most 8 in flight), so that while the journal syncs, every
-// partition's next round gets ready for the following sync. A segment is synced when it rolls, when the log closes, and when the
+// partition's next round gets ready for the following sync. Under FsyncAlways an
+// appender that finds its partition's writer free writes its round itself, under the
+// writer's lock, instead of waking the writer goroutine. A segment is synced when it rolls, when the log closes, and when the
 // journal file passes Options.JournalBytes (64 MiB): the journal then goes on in a new
 // file and removes the old one once every partition that wrote to it has synced its
 // segment. On open, before any partition loads, every journal entry for its partition's

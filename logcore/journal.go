@@ -58,6 +58,7 @@ type journal struct {
 	// later rounds of the same epoch were written after the failed one and fail
 	// unwritten, so that no journal entry ever covers bytes its partition cut away.
 	spoilt   map[*partition]uint64
+	reqs     []*appendReq // fail's copy of a failed round's appends
 	buf      []byte
 	retiring sync.WaitGroup
 	// failed is set when a write failed and no new file could be made: every later
@@ -155,12 +156,14 @@ func (j *journal) run() {
 		}
 		for _, e := range group {
 			if e.err != nil {
+				ep, ok := j.spoilt[e.pt]
 				j.spoilt[e.pt] = e.epoch
-			} else {
-				// Published here rather than by the partition's writer: the appends
-				// are answered without waiting for it to be scheduled.
-				e.pt.publish(e.seg, e.pos, e.next, e.reqs, e.b)
+				j.fail(e, !ok || ep != e.epoch)
+				continue
 			}
+			// Published here rather than by the partition's writer: the appends are
+			// answered without waiting for it to be scheduled.
+			e.pt.publish(e.seg, e.pos, e.next, e.reqs, e.b)
 			e.pt.landed <- e // never blocks: see maxRoundsInFlight
 		}
 		clear(group)
@@ -187,7 +190,7 @@ func (j *journal) failSpoilt(group []*journalEntry) []*journalEntry {
 	for _, e := range group {
 		if ep, ok := j.spoilt[e.pt]; ok && ep == e.epoch {
 			e.err = fmt.Errorf("%w: an earlier round of the partition failed", errJournalWrite)
-			e.pt.landed <- e
+			j.fail(e, false)
 			continue
 		}
 		delete(j.spoilt, e.pt)
@@ -195,6 +198,27 @@ func (j *journal) failSpoilt(group []*journalEntry) []*journalEntry {
 	}
 	clear(group[len(keep):])
 	return keep
+}
+
+// fail hands a failed round back to its partition and then answers its appends, in that
+// order, so that the partition's writer knows of the failure before an appender can try
+// again (see partition.land). The first failed round of an epoch (first) is also cut
+// from the segment, so that no failed batch is found there after a crash.
+func (j *journal) fail(e *journalEntry, first bool) {
+	pt := e.pt
+	err := fmt.Errorf("append to %s at offset %d: %w", pt.name, e.reqs[0].base, e.err)
+	if first {
+		if terr := e.seg.f.Truncate(e.pos); terr != nil {
+			pt.logger().Error("cannot truncate a failed round", "err", terr)
+		}
+	}
+	j.reqs = append(j.reqs[:0], e.reqs...)
+	e.err = err
+	pt.landed <- e // e is the writer's from here on
+	for _, r := range j.reqs {
+		r.finish(-1, err)
+	}
+	clear(j.reqs)
 }
 
 // write appends group's entries to the current file and syncs it, setting each entry's

@@ -431,3 +431,51 @@ func TestJournalWriteFaultInFlight(t *testing.T) {
 	l2, _ := reopenChecked(t, cut, acked)
 	l2.Close()
 }
+
+// TestAppendWhileWriterBusy covers both ways a FsyncAlways round is written: by its
+// appender when the partition's writer is free, and by the writer goroutine from the
+// queue when it is not (here the test holds it). Both are acknowledged in order and
+// survive a power cut.
+func TestAppendWhileWriterBusy(t *testing.T) {
+	dir := t.TempDir()
+	l, d, tp := openWatched(t, dir, 1)
+	app := func(v string) (int64, error) {
+		return tp.Append(context.Background(), 0, []Record{rec("", v, 0)})
+	}
+	if off, err := app("free"); err != nil || off != 0 {
+		t.Fatalf("append with the writer free: %d, %v", off, err)
+	}
+	pt, err := tp.(*fileTopic).partition(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt.wmu.Lock()
+	done := make(chan error, 1)
+	go func() {
+		off, err := app("queued")
+		if err == nil && off != 1 {
+			err = fmt.Errorf("offset %d, want 1", off)
+		}
+		done <- err
+	}()
+	// The writer goroutine takes the request from the queue and waits for the lock.
+	select {
+	case err := <-done:
+		t.Fatalf("append answered while its partition's writer was held: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	pt.wmu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatalf("append through the writer goroutine: %v", err)
+	}
+	if off, err := app("free-again"); err != nil || off != 2 {
+		t.Fatalf("append after: %d, %v", off, err)
+	}
+	acked := [][]string{{"free", "queued", "free-again"}}
+	checkAcked(t, tp, acked)
+	cut := t.TempDir()
+	d.powerLoss(t, dir, cut, true)
+	l.Close()
+	l2, _ := reopenChecked(t, cut, acked)
+	l2.Close()
+}

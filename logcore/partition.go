@@ -56,10 +56,14 @@ type partition struct {
 	syncReq     chan chan error
 	shutdownErr error
 
-	// landed carries the journal's answers to this partition's rounds (FsyncAlways).
+	// landed carries the journal's answers to this partition's rounds (FsyncAlways);
+	// only a holder of wmu takes them.
 	landed chan *journalEntry
 
-	// Writer-owned.
+	// wmu is held by whoever writes: the writer goroutine, or under FsyncAlways an
+	// appender that found it free and writes its own round (see submitIn). It guards
+	// what follows.
+	wmu    sync.Mutex
 	policy FsyncPolicy
 	active *segment
 	failed error
@@ -72,6 +76,7 @@ type partition struct {
 	inFlight    int
 	wpos, wnext int64
 	epoch       uint64
+	nowGroup    []*appendReq // writeNow's group
 }
 
 // appendReq is one Append waiting for the writer.
@@ -403,6 +408,13 @@ func (pt *partition) submitIn(ctx context.Context, recs []Record, g *appendGroup
 		reqPool.Put(r)
 		return nil, ErrClosed
 	}
+	if pt.policy == FsyncAlways && pt.wmu.TryLock() {
+		// The writer is free: write the round here rather than wake it. The answer
+		// comes from the journal either way.
+		pt.writeNow(r)
+		pt.sendMu.RUnlock()
+		return r, nil
+	}
 	select {
 	case pt.queue <- r:
 	case <-ctx.Done():
@@ -413,6 +425,18 @@ func (pt *partition) submitIn(ctx context.Context, recs []Record, g *appendGroup
 	pt.sendMu.RUnlock()
 	return r, nil
 }
+
+// writeNow writes r, with whatever else is queued, on the caller's goroutine, which
+// holds wmu; it releases wmu.
+func (pt *partition) writeNow(r *appendReq) {
+	group, _ := drain(pt.queue, append(pt.nowGroup[:0], r), reqBytes)
+	pt.commit(group)
+	clear(group)
+	pt.nowGroup = group[:0]
+	pt.wmu.Unlock()
+}
+
+func reqBytes(r *appendReq) int { return len(r.buf) }
 
 // await waits for the outcome of a submitted request and returns the request to its pool.
 func (r *appendReq) await() (int64, error) {
@@ -469,28 +493,31 @@ func (pt *partition) run() {
 	for {
 		select {
 		case r, ok := <-pt.queue:
-			if !ok {
-				pt.shutdown()
-				return
+			pt.wmu.Lock()
+			open := ok
+			if ok {
+				group, open = drain(pt.queue, append(group[:0], r), reqBytes)
+				pt.commit(group)
+				clear(group)
 			}
-			var open bool
-			group, open = drain(pt.queue, append(group[:0], r), func(r *appendReq) int { return len(r.buf) })
-			pt.commit(group)
-			clear(group)
 			if !open {
 				pt.shutdown()
+				pt.wmu.Unlock()
 				return
 			}
-		case e := <-pt.landed:
-			pt.land(e)
+			pt.wmu.Unlock()
 		case reply := <-pt.syncReq:
+			pt.wmu.Lock()
 			reply <- pt.journalSync()
+			pt.wmu.Unlock()
 		case <-tick:
+			pt.wmu.Lock()
 			if pt.dirty && pt.failed == nil {
 				if err := pt.sync(); err != nil {
 					pt.fail(err)
 				}
 			}
+			pt.wmu.Unlock()
 		}
 	}
 }
@@ -507,6 +534,7 @@ func (pt *partition) writeEnd() (pos, next int64) {
 // commit writes a group of appends, rolling the segment between them as needed.
 func (pt *partition) commit(group []*appendReq) {
 	cfg := pt.topic.config()
+	pt.landReady()
 	for pt.inFlight >= maxRoundsInFlight {
 		pt.land(<-pt.landed)
 	}
@@ -603,40 +631,41 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 	pt.publish(s, pos, next, pending, pt.wbuf)
 }
 
-// land takes back a round the journal has answered: published already, or failed,
-// in which case it fails every round written after it too (their bytes are cut away
-// with it).
+// land takes back a round the journal has answered: published already, or failed. The
+// journal answers the appends of a failed round, and of every round written after it,
+// which fail with it, right after handing them back; their bytes are cut away with it
+// (see journal.fail), and land cuts them again, as a write may have gone on past the
+// journal's cut. An appender that tries again writes after land, so after the cut.
 func (pt *partition) land(e *journalEntry) {
 	pt.inFlight--
-	s := pt.active // rounds land before a roll
 	if e.err == nil {
-		pt.recycle(e) // the journal has published it
+		pt.recycle(e)
 		return
 	}
-	if errors.Is(e.err, errJournalWrite) {
-		// Nothing was synced: undo the write as after a failed segment write.
-		pt.undoWrite(s, e.reqs, e.pos, e.err)
-	} else {
-		err := fmt.Errorf("append to %s at offset %d: %w", pt.name, e.reqs[0].base, e.err)
-		if terr := s.f.Truncate(e.pos); terr != nil {
-			pt.logger().Error("cannot truncate after a failed sync", "err", terr)
-		}
-		pt.fail(err)
-		for _, r := range e.reqs {
-			r.finish(-1, err)
-		}
+	if terr := pt.active.f.Truncate(e.pos); terr != nil { // rounds land before a roll
+		pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", e.err, e.pos, terr))
 	}
-	err := e.err
+	if !errors.Is(e.err, errJournalWrite) {
+		pt.fail(e.err) // a failed sync: as after a failed segment sync
+	}
 	pt.recycle(e)
 	for pt.inFlight > 0 {
-		later := <-pt.landed
 		pt.inFlight--
-		for _, r := range later.reqs {
-			r.finish(-1, fmt.Errorf("append to %s at offset %d: %w", pt.name, r.base, err))
-		}
-		pt.recycle(later)
+		pt.recycle(<-pt.landed)
 	}
 	pt.epoch++
+}
+
+// landReady takes back the rounds that have landed, without waiting.
+func (pt *partition) landReady() {
+	for {
+		select {
+		case e := <-pt.landed:
+			pt.land(e)
+		default:
+			return
+		}
+	}
 }
 
 // landAll waits for every round in flight to land.
