@@ -33,6 +33,18 @@ func watchSyncs(l *FileLog) *durableSizes {
 	return d
 }
 
+// powerCutChecked checks that tp holds exactly acked, cuts the power on the log in dir
+// (see powerLoss), closes it, and checks that the log left by the cut holds acked too.
+func powerCutChecked(t *testing.T, l *FileLog, d *durableSizes, tp Topic, dir string, acked [][]string) {
+	t.Helper()
+	checkAcked(t, tp, acked)
+	cut := t.TempDir()
+	d.powerLoss(t, dir, cut, true)
+	l.Close()
+	l2, _ := reopenChecked(t, cut, acked)
+	l2.Close()
+}
+
 // openWatched opens a FsyncAlways log in dir whose syncs are watched, with a topic
 // "samples" of the given partitions.
 func openWatched(t *testing.T, dir string, partitions int) (*FileLog, *durableSizes, Topic) {
@@ -324,11 +336,7 @@ func TestJournalWriteFault(t *testing.T) {
 		t.Fatalf("append after a failed journal write: %d, %v; want offset 3", off, err)
 	}
 	acked[0] = append(acked[0], "after")
-	cut := t.TempDir()
-	d.powerLoss(t, dir, cut, true)
-	l.Close()
-	l2, _ := reopenChecked(t, cut, acked)
-	l2.Close()
+	powerCutChecked(t, l, d, tp, dir, acked)
 }
 
 // TestJournalWriteFaultInFlight fails journal writes while a partition has several
@@ -424,12 +432,7 @@ func TestJournalWriteFaultInFlight(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("%d journal writes; the rounds behind the failed one must not be written", n)
 	}
-	checkAcked(t, tp, acked)
-	cut := t.TempDir()
-	d.powerLoss(t, dir, cut, true)
-	l.Close()
-	l2, _ := reopenChecked(t, cut, acked)
-	l2.Close()
+	powerCutChecked(t, l, d, tp, dir, acked)
 }
 
 // TestAppendWhileWriterBusy covers both ways a FsyncAlways round is written: by its
@@ -472,10 +475,5 @@ func TestAppendWhileWriterBusy(t *testing.T) {
 		t.Fatalf("append after: %d, %v", off, err)
 	}
 	acked := [][]string{{"free", "queued", "free-again"}}
-	checkAcked(t, tp, acked)
-	cut := t.TempDir()
-	d.powerLoss(t, dir, cut, true)
-	l.Close()
-	l2, _ := reopenChecked(t, cut, acked)
-	l2.Close()
+	powerCutChecked(t, l, d, tp, dir, acked)
 }
