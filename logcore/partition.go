@@ -479,8 +479,8 @@ func drain[T any](q <-chan T, group []T, size func(T) int) (_ []T, open bool) {
 	return group, true
 }
 
-// run is the writer goroutine: it takes every queued append, writes them as one group
-// and answers them, until the queue is closed.
+// run is the writer goroutine: it takes every queued append and writes them as one
+// group under wmu, until the queue is closed.
 func (pt *partition) run() {
 	defer close(pt.exited)
 	var tick <-chan time.Time
@@ -642,7 +642,7 @@ func (pt *partition) land(e *journalEntry) {
 		pt.recycle(e)
 		return
 	}
-	if terr := pt.active.f.Truncate(e.pos); terr != nil { // rounds land before a roll
+	if terr := e.seg.f.Truncate(e.pos); terr != nil {
 		pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", e.err, e.pos, terr))
 	}
 	if !errors.Is(e.err, errJournalWrite) {
