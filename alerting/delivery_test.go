@@ -13,6 +13,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vigilhq/vigil/alerting/pagerdutyfake"
+	"github.com/vigilhq/vigil/logcore"
 )
 
 // TestMain doubles as the child process of the kill -9 tests.
@@ -237,7 +238,16 @@ func TestRestartResumesDelivery(t *testing.T) {
 	}
 	defer p.Close(context.Background())
 	if _, err := fake.WaitEvents(waitCtx(t, 10*time.Second), 1); err != nil {
-		t.Fatal(err)
+		// Say whether the notification was in the log after the reopen (pending in
+		// the outbox) or was never taken up again, and what the fake received.
+		var offsets any
+		if tp, terr := l.Topic(OutboxTopic, logcore.TopicConfig{Partitions: 1, Compacted: true}); terr == nil {
+			offsets = tp.Stats(0)
+		} else {
+			offsets = terr
+		}
+		t.Fatalf("%v; after the reopen: %d notifications pending, outbox %+v; the fake received %d requests",
+			err, p.outbox.pending(), offsets, len(fake.Requests()))
 	}
 	// The rules re-send the firing alert after the restart: no new notification.
 	send(t, p, alert(start, time.Time{}, "alertname=Pending", "severity=critical"))
