@@ -73,7 +73,6 @@ type journal struct {
 type journalEntry struct {
 	pt    *partition
 	seg   *segment
-	base  int64 // the segment's base offset
 	pos   int64 // where the bytes start in the segment
 	next  int64 // the offset after the round's last record
 	epoch uint64
@@ -135,11 +134,11 @@ func (j *journal) create(seq uint64) error {
 	return nil
 }
 
-// submit queues e, a round its partition has just written, without waiting: the
-// journal hands e back on the partition's landed channel once e is durable (e.err nil)
-// or has failed. Rounds land in the order each partition submits them.
+// submit queues e (e.err nil), a round its partition has just written, without
+// waiting: the journal hands e back on the partition's landed channel once e is
+// durable (e.err still nil) or has failed. Rounds land in the order each partition
+// submits them.
 func (j *journal) submit(e *journalEntry) {
-	e.err = nil
 	j.q <- e
 }
 
@@ -237,7 +236,7 @@ func (j *journal) write(group []*journalEntry) {
 	}
 	j.buf = j.buf[:0]
 	for _, e := range group {
-		j.buf = appendJournalEntry(j.buf, e.pt.topic.name, e.pt.id, e.base, e.pos, e.b)
+		j.buf = appendJournalEntry(j.buf, e.pt.topic.name, e.pt.id, e.seg.base, e.pos, e.b)
 	}
 	start := time.Now()
 	var err error

@@ -477,3 +477,63 @@ func TestAppendWhileWriterBusy(t *testing.T) {
 	acked := [][]string{{"free", "queued", "free-again"}}
 	powerCutChecked(t, l, d, tp, dir, acked)
 }
+
+// TestRoundsInFlightBounded holds the journal in its first write while more appends
+// arrive one round at a time than a partition may have in flight: the writer stops at
+// maxRoundsInFlight, so that the journal, once released, never waits to hand a round
+// back, and every append is acknowledged in order.
+func TestRoundsInFlightBounded(t *testing.T) {
+	dir := t.TempDir()
+	l, _, tp := openWatched(t, dir, 1)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int64
+	l.testHooks.journalWriteFault = func() error {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	const n = maxRoundsInFlight + 4
+	offs := make(chan int64, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			off, err := tp.Append(context.Background(), 0, []Record{rec("", fmt.Sprint(i), 0)})
+			if err != nil {
+				t.Errorf("append %d: %v", i, err)
+			}
+			offs <- off
+		}()
+		switch {
+		case i == 0:
+			<-entered
+		case i < maxRoundsInFlight:
+			for len(l.journal.q) < i { // round i queued alone: the rounds pile up
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // the appends past the bound reach the writer
+	if q := len(l.journal.q); q != maxRoundsInFlight-1 {
+		t.Fatalf("%d rounds queued for the journal behind the one it holds, want %d", q, maxRoundsInFlight-1)
+	}
+	close(release)
+	got := map[int64]bool{}
+	for i := 0; i < n; i++ {
+		select {
+		case off := <-offs:
+			got[off] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d appends answered: the journal is stuck", i, n)
+		}
+	}
+	for off := int64(0); off < n; off++ {
+		if !got[off] {
+			t.Fatalf("offsets %v: %d missing", got, off)
+		}
+	}
+	if countRecords(t, tp) != n {
+		t.Fatalf("%d records, want %d", countRecords(t, tp), n)
+	}
+	l.Close()
+}

@@ -597,11 +597,17 @@ func (pt *partition) aged(cfg TopicConfig) bool {
 // the segment back to pos; the partition goes on unless the truncate fails too.
 func (pt *partition) undoWrite(s *segment, pending []*appendReq, pos int64, err error) {
 	err = fmt.Errorf("append to %s at offset %d: %w", pt.name, pending[0].base, err)
-	if terr := s.f.Truncate(pos); terr != nil {
-		pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", err, pos, terr))
-	}
+	pt.cutBack(s, pos, err)
 	for _, r := range pending {
 		r.finish(-1, err)
+	}
+}
+
+// cutBack truncates s back to pos after a round failed with err, failing the partition
+// if it cannot.
+func (pt *partition) cutBack(s *segment, pos int64, err error) {
+	if terr := s.f.Truncate(pos); terr != nil {
+		pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", err, pos, terr))
 	}
 }
 
@@ -620,7 +626,7 @@ func (pt *partition) flush(pending []*appendReq, next int64) {
 		// One journal write and fdatasync serve every partition's round; the segment
 		// is synced later (see journal.go). The writer goes on with the next round.
 		e := journalEntryPool.Get().(*journalEntry)
-		e.pt, e.seg, e.base, e.pos, e.next, e.epoch = pt, s, s.base, pos, next, pt.epoch
+		e.pt, e.seg, e.pos, e.next, e.epoch = pt, s, pos, next, pt.epoch
 		e.b, pt.wbuf = pt.wbuf, e.b[:0]
 		e.reqs = append(e.reqs[:0], pending...)
 		pt.wpos, pt.wnext = pos+int64(len(e.b)), next
@@ -642,9 +648,7 @@ func (pt *partition) land(e *journalEntry) {
 		pt.recycle(e)
 		return
 	}
-	if terr := e.seg.f.Truncate(e.pos); terr != nil {
-		pt.fail(fmt.Errorf("%w (and cannot truncate back to %d: %v)", e.err, e.pos, terr))
-	}
+	pt.cutBack(e.seg, e.pos, e.err)
 	if !errors.Is(e.err, errJournalWrite) {
 		pt.fail(e.err) // a failed sync: as after a failed segment sync
 	}
